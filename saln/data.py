@@ -1,0 +1,221 @@
+"""Datasets: a registry of loaders, deterministic splits, and prepared uint8 arrays on disk.
+
+Every dataset is prepared once into ``images.npy`` (uint8, N x S x S x 3 at the stored
+resolution), ``labels.npy`` and ``splits.npz`` (train / val / test / reference index arrays), so
+later stages never decode an image again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from saln.config import SourceConfig, SplitConfig
+from saln.errors import SalnError
+
+SPLITS = ("train", "val", "test", "reference")
+
+
+@dataclass
+class RawDataset:
+    images: np.ndarray  # uint8 N x H x W x 3
+    labels: np.ndarray  # int64 N
+    classes: list[str]
+    is_official_test: np.ndarray | None = None  # bool N; None when the dataset has no test split
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    load: Callable[[SourceConfig], RawDataset]
+    needs_path: bool = False
+    description: str = ""
+
+
+DATASETS: dict[str, DatasetKind] = {}
+
+
+def register(name: str, needs_path: bool = False, description: str = ""):
+    def add(load):
+        DATASETS[name] = DatasetKind(load=load, needs_path=needs_path, description=description)
+        return load
+
+    return add
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """Square-resize uint8 NHWC images with PIL's bilinear filter (antialiased)."""
+    if images.shape[1:3] == (size, size):
+        return np.ascontiguousarray(images)
+    from PIL import Image
+
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    return out
+
+
+def _download_error(name: str, root: str, err: Exception) -> SalnError:
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return SalnError(f"could not download {name} into {root} ({reason}); connect to the internet once, "
+                     f"or place torchvision's extracted {name} files under {root}, or use an npz or "
+                     "imagefolder source")
+
+
+@register("digits", description="scikit-learn's 1,797 real 8x8 handwritten digits, shipped offline")
+def load_digits(cfg: SourceConfig) -> RawDataset:
+    from sklearn.datasets import load_digits as sk_digits
+
+    digits = sk_digits()
+    gray = np.round(digits.images / 16.0 * 255).astype(np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    return RawDataset(resize_images(rgb, cfg.image_size), digits.target.astype(np.int64),
+                      [str(c) for c in digits.target_names])
+
+
+@register("cifar10", description="CIFAR-10 through torchvision (official train/test)")
+def load_cifar10(cfg: SourceConfig) -> RawDataset:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        parts = [CIFAR10(cfg.root, train=flag, download=True) for flag in (True, False)]
+    except Exception as err:  # torchvision raises URLError, RuntimeError or OSError
+        raise _download_error("CIFAR-10", cfg.root, err) from None
+    images = np.concatenate([p.data for p in parts])
+    labels = np.concatenate([np.asarray(p.targets) for p in parts]).astype(np.int64)
+    is_test = np.repeat([False, True], [len(parts[0]), len(parts[1])])
+    return RawDataset(resize_images(images, cfg.image_size), labels, list(parts[0].classes), is_test)
+
+
+@register("pets", description="Oxford-IIIT Pet, 37 breeds, through torchvision (trainval/test)")
+def load_pets(cfg: SourceConfig) -> RawDataset:
+    from PIL import Image
+    from torchvision.datasets import OxfordIIITPet
+
+    try:
+        parts = [OxfordIIITPet(cfg.root, split=s, download=True) for s in ("trainval", "test")]
+    except Exception as err:
+        raise _download_error("Oxford-IIIT Pet", cfg.root, err) from None
+    size = cfg.image_size
+    images, labels = [], []
+    for part in parts:
+        for path, label in zip(part._images, part._labels):
+            with Image.open(path) as img:
+                images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR)))
+            labels.append(label)
+    is_test = np.repeat([False, True], [len(parts[0]), len(parts[1])])
+    return RawDataset(np.stack(images), np.asarray(labels, dtype=np.int64), list(parts[0].classes),
+                      is_test)
+
+
+@register("npz", needs_path=True,
+          description="arrays x (uint8 NHWC) and y, or x_train/y_train/x_test/y_test")
+def load_npz(cfg: SourceConfig) -> RawDataset:
+    with np.load(cfg.path, allow_pickle=False) as z:
+        keys = set(z.files)
+        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+            x = np.concatenate([z["x_train"], z["x_test"]])
+            y = np.concatenate([z["y_train"], z["y_test"]])
+            is_test = np.repeat([False, True], [len(z["y_train"]), len(z["y_test"])])
+        elif {"x", "y"} <= keys:
+            x, y, is_test = z["x"], z["y"], None
+        else:
+            raise SalnError(f"{cfg.path} must hold arrays x and y (or x_train, y_train, x_test, y_test)")
+        classes = [str(c) for c in z["class_names"]] if "class_names" in keys else None
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise SalnError(f"{cfg.path}: x must be uint8 N x H x W x 3 (or x 1), got {x.dtype} {x.shape}")
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    y = y.astype(np.int64)
+    classes = classes or [str(c) for c in range(int(y.max()) + 1)]
+    return RawDataset(resize_images(x, cfg.image_size), y, classes, is_test)
+
+
+@register("imagefolder", needs_path=True, description="a torchvision ImageFolder (one folder per class)")
+def load_imagefolder(cfg: SourceConfig) -> RawDataset:
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(cfg.path)
+    size = cfg.image_size
+    images = [np.asarray(folder.loader(p).convert("RGB").resize((size, size))) for p, _ in folder.samples]
+    if not images:
+        raise SalnError(f"{cfg.path} holds no images (expected one sub-folder per class)")
+    return RawDataset(np.stack(images), np.asarray(folder.targets, dtype=np.int64), list(folder.classes))
+
+
+def _stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
+    """(rest, held_out) with ``fraction`` of ``indices`` held out, per class where possible."""
+    from sklearn.model_selection import train_test_split
+
+    if fraction <= 0:
+        return indices, indices[:0]
+    counts = np.bincount(labels[indices])
+    stratify = labels[indices] if counts[counts > 0].min() >= 2 else None
+    rest, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(rest), np.sort(held)
+
+
+def make_splits(labels: np.ndarray, is_official_test: np.ndarray | None, cfg: SplitConfig) -> dict:
+    """Disjoint train / val / test / reference index arrays covering every example once.
+
+    The official test split is used when the dataset has one; otherwise ``test_fraction`` is held
+    out. Validation and the reference slice (for JEST's reference model) come out of the rest.
+    """
+    everything = np.arange(len(labels))
+    if is_official_test is not None:
+        pool, test = everything[~is_official_test], everything[is_official_test]
+    else:
+        pool, test = _stratified_split(everything, labels, cfg.test_fraction, cfg.seed)
+    pool, val = _stratified_split(pool, labels, cfg.val_fraction, cfg.seed + 1)
+    ref_share = cfg.reference_fraction / (1 - cfg.val_fraction)  # of the original training pool
+    train, reference = _stratified_split(pool, labels, ref_share, cfg.seed + 2)
+    splits = {"train": train, "val": val, "test": test, "reference": reference}
+    check_disjoint(splits, len(labels))
+    return splits
+
+
+def check_disjoint(splits: dict, n: int) -> None:
+    joined = np.concatenate([splits[s] for s in SPLITS])
+    if len(np.unique(joined)) != len(joined) or len(joined) != n:
+        raise AssertionError("splits overlap or miss examples")
+
+
+def prepare(source: SourceConfig, split_cfg: SplitConfig, out_dir: str | Path) -> dict:
+    """Load, resize, split and write one dataset; returns its summary (also meta.json)."""
+    raw = DATASETS[source.kind].load(source)
+    splits = make_splits(raw.labels, raw.is_official_test, split_cfg)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "images.npy", raw.images)
+    np.save(out / "labels.npy", raw.labels)
+    np.savez(out / "splits.npz", **splits)
+    meta = {"name": source.name, "kind": source.kind, "image_size": source.image_size,
+            "classes": raw.classes, "num_classes": len(raw.classes),
+            "sizes": {s: int(len(splits[s])) for s in SPLITS}}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+@dataclass
+class Prepared:
+    images: np.ndarray
+    labels: np.ndarray
+    splits: dict[str, np.ndarray]
+    meta: dict
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta["num_classes"]
+
+
+def load_prepared(directory: str | Path) -> Prepared:
+    d = Path(directory)
+    if not (d / "meta.json").is_file():
+        raise SalnError(f"{d} holds no prepared dataset: run `dvc repro` (stage prepare) first")
+    with np.load(d / "splits.npz") as z:
+        splits = {s: z[s] for s in SPLITS}
+    return Prepared(np.load(d / "images.npy", mmap_mode="r"), np.load(d / "labels.npy"), splits,
+                    json.loads((d / "meta.json").read_text()))

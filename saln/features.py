@@ -1,0 +1,59 @@
+"""Pooled backbone features of every prepared image, under the test-time transform."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from saln.augment import AugmentSpec, test_pipeline
+from saln.backbones import build_resnet
+from saln.config import check_weights, number, require
+from saln.device import autocast, memory_format, pick_device
+from saln.errors import SalnError
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    backbone: str
+    weights: str
+    batch_size: int
+    device: str
+
+
+def feature_config(params: dict) -> FeatureConfig:
+    f = require(params, "features", "params")
+    backbone = require(f, "backbone", "features")
+    if backbone not in ("resnet18", "resnet50"):
+        raise SalnError(f"features.backbone must be resnet18 or resnet50, got {backbone!r}")
+    return FeatureConfig(backbone=backbone,
+                         weights=check_weights(require(f, "weights", "features"), "features.weights"),
+                         batch_size=number(f, "batch_size", "features", lo=1, integer=True),
+                         device=require(params.get("train", {}), "device", "train"))
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 N x H x W x 3 (numpy, possibly memory-mapped) -> a uint8 N x 3 x H x W tensor of its own."""
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def extract_features(model: torch.nn.Module, images: torch.Tensor, spec: AugmentSpec,
+                     batch_size: int, device: torch.device, progress: bool = True) -> np.ndarray:
+    """Run ``model`` (ending in global average pooling) over uint8 N x 3 x H x W images."""
+    model = model.to(device, memory_format=memory_format(device)).eval()
+    transform = test_pipeline(spec).to(device)
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress):
+        x = transform(images[start:start + batch_size].to(device, non_blocking=True))
+        with autocast(device):
+            out.append(model(x.contiguous(memory_format=memory_format(device))).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def compute_features(images: np.ndarray, spec: AugmentSpec, cfg: FeatureConfig) -> np.ndarray:
+    device = pick_device(cfg.device)
+    model = build_resnet(cfg.backbone, cfg.weights, num_classes=None)
+    return extract_features(model, images_to_tensor(images), spec, cfg.batch_size, device)

@@ -1,0 +1,1 @@
+"""Reports built from the train stage's outputs."""

@@ -1,0 +1,13 @@
+"""Batch selection methods behind one interface, found through an explicit registry.
+
+Add a method: subclass ``Selector`` in a new module, decorate it with ``@register("name")`` and
+import the module below.
+"""
+
+from saln.selection.base import LearnerView, SelectionBatch, Selector
+from saln.selection.registry import REGISTRY, build, register
+
+# Importing a module registers its selectors.
+from saln.selection import baselines, spectral  # noqa: E402,F401
+
+__all__ = ["REGISTRY", "LearnerView", "SelectionBatch", "Selector", "build", "register"]

@@ -1,0 +1,35 @@
+"""Stage train: one (dataset, method, seed) run of the train matrix."""
+
+import _common  # noqa: F401
+import argparse
+
+import numpy as np
+
+from saln.augment import load_spec
+from saln.config import check_method, load_params, train_config
+from saln.data import load_prepared
+from saln.errors import one_line_errors
+from saln.selection import REGISTRY
+from saln.train import RunInputs, train_run
+
+
+@one_line_errors
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args()
+    cfg = train_config(load_params())
+    selector = REGISTRY[check_method(args.method)]
+    inputs = RunInputs(load_prepared(f"data/prepared/{args.dataset}"),
+                       load_spec("results/augment/config.json"))
+    if selector.needs_features:
+        inputs.features = np.load(f"data/features/{args.dataset}/features.npy")
+    out = f"results/train/{args.dataset}/{args.method}/seed{args.seed}"
+    metrics = train_run(inputs, cfg, args.method, args.seed, out)
+    print(f"{out}: test_acc {metrics['test_acc']:.4f}, train {metrics['train_seconds']:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Stage validate: reject bad params with one line before any other stage runs."""
+
+import _common  # noqa: F401
+from pathlib import Path
+
+from saln.config import load_params, validate_all
+from saln.errors import one_line_errors
+
+
+@one_line_errors
+def main() -> None:
+    validate_all(load_params())
+    out = Path("results/validate/ok.txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("params.yaml is valid\n")
+
+
+if __name__ == "__main__":
+    main()
