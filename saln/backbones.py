@@ -54,7 +54,11 @@ def build_resnet(arch: str, weights: str, num_classes: int | None = None) -> nn.
         head = {k for k in state if k.startswith("fc.")}
         if num_classes is not None and state.get("fc.weight", torch.empty(0)).shape[0] != num_classes:
             state = {k: v for k, v in state.items() if k not in head}
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches are raised even when strict=False
+            raise SalnError(f"weights {weights!r} do not fit {arch}: "
+                            f"{str(err).splitlines()[1].strip()}") from None
         body_missing = [k for k in missing if not k.startswith("fc.")]
         if body_missing or unexpected:
             raise SalnError(f"weights {weights!r} do not fit {arch}: missing {body_missing[:3]}, "

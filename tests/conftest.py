@@ -1,0 +1,53 @@
+"""Shared fixtures: the repo's own params, small prepared datasets, and the optional real CIFAR subset."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saln.config import load_params, source_config, split_config
+from saln.data import load_prepared, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
+
+
+@pytest.fixture(scope="session")
+def repo_params() -> dict:
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.fixture
+def params(repo_params) -> dict:
+    """A private copy of params.yaml that a test may edit."""
+    return copy.deepcopy(repo_params)
+
+
+@pytest.fixture(scope="session")
+def digits16(tmp_path_factory, repo_params):
+    """The embedded digits dataset prepared at 16 px (fast for CPU training tests)."""
+    p = copy.deepcopy(repo_params)
+    p["data"]["sources"]["digits"]["image_size"] = 16
+    out = tmp_path_factory.mktemp("digits16")
+    prepare(source_config(p, "digits"), split_config(p), out)
+    return load_prepared(out)
+
+
+@pytest.fixture(scope="session")
+def cifar_subset_path() -> Path:
+    """The real CIFAR-10 subset beside the repo; tests that need it skip where it is absent."""
+    if not SHARED_CIFAR.is_file():
+        pytest.skip(f"{SHARED_CIFAR} not present (real-data checks run only beside ../shared)")
+    return SHARED_CIFAR
+
+
+def write_npz(path: Path, n: int = 40, classes: int = 4, size: int = 12, official_test: bool = False):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    y = np.arange(n) % classes
+    if official_test:
+        np.savez(path, x_train=x[: n // 2], y_train=y[: n // 2], x_test=x[n // 2:], y_test=y[n // 2:])
+    else:
+        np.savez(path, x=x, y=y)
+    return path

@@ -1,0 +1,99 @@
+"""End to end: `dvc repro` on a tiny configuration in a temporary copy of the repo, then an experiment."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+TINY = {
+    "data": {"names": ["digits"]},
+    "features": {"batch_size": 256},
+    "train": {"methods": ["standard", "random", "saln"], "seeds": [0], "epochs": 1, "batch_size": 32,
+              "filter_ratio": 0.8},
+}
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    """The repo's tracked files (no results, no lock) with tiny params, as a fresh git repo."""
+    repo = tmp_path_factory.mktemp("repo")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        if name.startswith(("results/", "reports/")) or name == "dvc.lock" or not (ROOT / name).is_file():
+            continue
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = merge(params, TINY)
+    params["data"]["sources"]["digits"]["image_size"] = 16
+    params["augment"].update(resize=16, test_resize=16, test_crop=16)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny"], repo)
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "repro"], repo)
+    return repo
+
+
+def metrics_by_method(repo: Path) -> dict:
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
+    files = next(iter(shown.values()))["data"]
+    return {path.split("/")[3]: body["data"] for path, body in files.items()
+            if path.startswith("results/train/")}
+
+
+def test_repro_trains_every_method_and_reports(tiny_repo):
+    metrics = metrics_by_method(tiny_repo)
+    assert set(metrics) == {"standard", "random", "saln"}
+    for values in metrics.values():
+        assert 0 <= values["test_acc"] <= 1
+    assert metrics["saln"]["images_backprop"] == metrics["random"]["images_backprop"]
+    assert metrics["saln"]["images_backprop"] * 5 <= metrics["standard"]["images_backprop"]
+    assert "| saln |" in (tiny_repo / "reports/metrics.md").read_text()
+    assert "up to date" in run(["dvc", "status"], tiny_repo).lower()
+
+
+def test_experiment_reruns_only_what_depends_on_the_param(tiny_repo):
+    out = run(["dvc", "exp", "run", "-S", "train.filter_ratio=0.5"], tiny_repo)
+    assert "Running stage 'train@digits-saln-0'" in out
+    assert "Running stage 'prepare" not in out and "Running stage 'features" not in out
+    diff = run(["dvc", "params", "diff", "--all"], tiny_repo)
+    assert "train.filter_ratio" in diff and "0.5" in diff
+    metrics_diff = run(["dvc", "metrics", "diff"], tiny_repo)
+    assert "images_backprop" in metrics_diff and "keep_per_batch" in metrics_diff
+
+
+def test_bad_param_stops_before_any_work(tiny_repo):
+    env_bad = subprocess.run(["dvc", "exp", "run", "-S", "train.filter_ratio=1.5"], cwd=tiny_repo,
+                             capture_output=True, text=True,
+                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    assert env_bad.returncode != 0
+    output = env_bad.stdout + env_bad.stderr
+    assert "error: train.filter_ratio must be < 1, got 1.5" in output
+    assert "Running stage 'train" not in output
