@@ -202,8 +202,11 @@ def seeds(params: dict) -> list[int]:
 
 def validate_all(params: dict) -> None:
     """Everything a ``dvc repro`` will read, checked up front (the ``validate`` stage)."""
+    from saln.active import active_config
     from saln.augment import augment_spec
     from saln.features import feature_config
+    from saln.prune import prune_config
+    from saln.selection import REGISTRY
 
     for name in dataset_names(params):
         source_config(params, name)
@@ -211,5 +214,25 @@ def validate_all(params: dict) -> None:
     augment_spec(require(params, "augment", "params"))
     feature_config(params)
     train_config(params)
-    method_names(params)
+    for method in method_names(params):
+        REGISTRY[method].options_from_params(params)
     seeds(params)
+    reference_methods(params)
+    prune_config(params)
+    active_config(params)
+
+
+def reference_methods(params: dict) -> list[str]:
+    """The methods of train.methods that need a reference model, once its params are checked.
+
+    They cannot run without a reference slice, so data.reference_fraction 0 is rejected here.
+    """
+    from saln.reference import reference_config
+    from saln.selection import REGISTRY
+
+    reference_config(params)
+    needing = [m for m in method_names(params) if REGISTRY[m].needs_reference]
+    if needing and split_config(params).reference_fraction == 0:
+        raise SalnError(f"train.methods has {', '.join(needing)}, which need a reference model: set "
+                        "data.reference_fraction > 0 (e.g. 0.1)")
+    return needing

@@ -4,6 +4,7 @@ Images stay uint8 on the training device; a selector picks positions before the 
 augmented, so dropped images are never augmented, forwarded or back-propagated. The last
 partial batch of every epoch is dropped (for every method alike), so each step sees exactly
 ``batch_size`` candidates and keeps ``int(batch_size * (1 - filter_ratio))`` >= 2 of them.
+``Trainer.step`` is one such step; ``train_run`` loops it over epochs and bench/ times it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from saln.augment import AugmentSpec, test_pipeline, train_pipeline
 from saln.backbones import build_resnet
 from saln.config import TrainConfig
 from saln.data import Prepared
-from saln.device import Stopwatch, autocast, memory_format, pick_device
+from saln.device import IntervalClock, Stopwatch, autocast, memory_format, pick_device
 from saln.errors import SalnError
 from saln.features import images_to_tensor
-from saln.selection import LearnerView, SelectionBatch, build
+from saln.selection import LearnerView, SelectionBatch, Selector, build
 
 
 @dataclass
@@ -35,6 +36,9 @@ class RunInputs:
     spec: AugmentSpec
     features: np.ndarray | None = None  # N x D, row = dataset index
     reference_losses: np.ndarray | None = None  # N, row = dataset index
+    reference_embeddings: np.ndarray | None = None  # N x D, row = dataset index
+    selector_options: dict = field(default_factory=dict)  # keyword options of the method's selector
+    train_subset: np.ndarray | None = None  # dataset indices trained on instead of the train split
 
 
 @dataclass
@@ -47,7 +51,11 @@ class Counters:
 def forward_with_embeddings(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and the penultimate (pooled) features of a torchvision ResNet."""
     captured = {}
-    hook = model.fc.register_forward_hook(lambda mod, inp, out: captured.setdefault("emb", inp[0]))
+
+    def keep_input(module, inputs, output) -> None:  # returning a value would replace fc's output
+        captured["emb"] = inputs[0]
+
+    hook = model.fc.register_forward_hook(keep_input)
     try:
         logits = model(x)
     finally:
@@ -81,6 +89,106 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+@dataclass
+class StepResult:
+    """What one training step leaves on the device (nothing here forces a host sync)."""
+
+    positions: torch.Tensor  # kept positions within the batch
+    kept: torch.Tensor  # kept dataset indices
+    loss: torch.Tensor  # mean cross-entropy over the kept images, detached
+    correct: torch.Tensor  # kept images the step's forward classified correctly
+    scored: int  # images forwarded without gradient for the selection
+
+
+@dataclass
+class Trainer:
+    """One run's learner, optimiser, selector and device-resident data: all that a step reads.
+
+    ``step`` is the whole training step (select -> gather -> augment -> forward/backward); the
+    training loop and the benchmark (bench/bench.py) both drive it, so they time the same code.
+    """
+
+    model: nn.Module
+    step_model: nn.Module  # ``model`` or its torch.compile wrapper; both share parameters
+    optimizer: torch.optim.Optimizer
+    selector: Selector
+    images: torch.Tensor  # uint8 N x 3 x H x W, on device
+    labels: torch.Tensor  # N, on device
+    features: torch.Tensor | None
+    ref_losses: torch.Tensor | None
+    ref_embeddings: torch.Tensor | None
+    train_tf: nn.Module
+    test_tf: nn.Module
+    generator: torch.Generator
+    device: torch.device
+    fmt: torch.memory_format
+    bf16: bool
+    keep: int
+    select_clock: IntervalClock
+
+    @torch.no_grad()
+    def learner_view(self, idx: torch.Tensor) -> LearnerView:
+        self.model.eval()
+        with autocast(self.device, self.bf16):
+            x = self.test_tf(self.images[idx]).contiguous(memory_format=self.fmt)
+            logits, emb = forward_with_embeddings(self.model, x)
+        self.model.train()
+        return LearnerView(logits.float(), emb.float())
+
+    def selection_batch(self, idx: torch.Tensor) -> SelectionBatch:
+        return SelectionBatch(idx, self.labels[idx], self.keep, self.generator, self.features,
+                              self.learner_view, self.ref_losses, self.ref_embeddings)
+
+    def learn(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step on a ready float batch; returns the detached loss and the logits."""
+        with autocast(self.device, self.bf16):
+            logits = self.step_model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), logits
+
+    def step(self, idx: torch.Tensor) -> StepResult:
+        """Select before any work, so dropped images are never augmented nor forwarded."""
+        batch = self.selection_batch(idx)
+        with self.select_clock():
+            positions = self.selector.select(batch)
+        kept = idx[positions]
+        x = self.train_tf(self.images[kept]).contiguous(memory_format=self.fmt)
+        y = self.labels[kept]
+        loss, logits = self.learn(x, y)
+        return StepResult(positions, kept, loss, (logits.argmax(1) == y).sum(), batch.scored)
+
+
+def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
+                  device: torch.device) -> Trainer:
+    """Seed, then move the data to ``device`` and build the learner (in this order, for reproducibility)."""
+    seed_everything(seed)
+    selector = build(method, **inputs.selector_options)
+    fmt = memory_format(device, cfg.channels_last)
+    model = build_resnet(cfg.arch, cfg.weights, inputs.prepared.num_classes).to(device, memory_format=fmt)
+    return Trainer(
+        model=model,
+        step_model=torch.compile(model) if cfg.compile else model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay),
+        selector=selector,
+        images=images_to_tensor(inputs.prepared.images).to(device),
+        labels=torch.from_numpy(inputs.prepared.labels).to(device),
+        features=_device_table(inputs.features, selector.needs_features, "features", device),
+        ref_losses=_device_table(inputs.reference_losses, selector.needs_reference,
+                                 "reference losses", device),
+        ref_embeddings=_device_table(inputs.reference_embeddings, selector.needs_reference_embeddings,
+                                     "reference embeddings", device),
+        train_tf=train_pipeline(inputs.spec).to(device),
+        test_tf=test_pipeline(inputs.spec).to(device),
+        generator=torch.Generator(device=device).manual_seed(seed),
+        device=device, fmt=fmt, bf16=cfg.bf16, keep=cfg.keep,
+        select_clock=IntervalClock(device),
+    )
+
+
 def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_dir: str | Path,
               progress: bool = True) -> dict:
     """Train one (dataset, method, seed) run; writes metrics.json, model.pt, selections.npz, dvclive/."""
@@ -90,37 +198,17 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
-    seed_everything(seed)
-    selector = build(method)
-    prepared, fmt = inputs.prepared, memory_format(device, cfg.channels_last)
-
-    images = images_to_tensor(prepared.images).to(device)
-    labels = torch.from_numpy(prepared.labels).to(device)
-    split = {k: torch.from_numpy(v).long().to(device) for k, v in prepared.splits.items()}
+    split = {k: torch.from_numpy(v).long().to(device) for k, v in inputs.prepared.splits.items()}
+    if inputs.train_subset is not None:  # a pruned training split (stage prune)
+        split["train"] = torch.from_numpy(np.asarray(inputs.train_subset)).long().to(device)
     n_batches = len(split["train"]) // cfg.batch_size
     if n_batches == 0:
         raise SalnError(f"the training split has {len(split['train'])} images, fewer than "
                         f"train.batch_size={cfg.batch_size}")
-    features = _device_table(inputs.features, selector.needs_features, "features", device)
-    ref_losses = _device_table(inputs.reference_losses, selector.needs_reference, "reference losses",
-                               device)
+    trainer = build_trainer(inputs, cfg, method, seed, device)
+    model, images, labels, generator = trainer.model, trainer.images, trainer.labels, trainer.generator
 
-    model = build_resnet(cfg.arch, cfg.weights, prepared.num_classes).to(device, memory_format=fmt)
-    step_model = torch.compile(model) if cfg.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
-    train_tf, test_tf = train_pipeline(inputs.spec).to(device), test_pipeline(inputs.spec).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-
-    @torch.no_grad()
-    def learner_view(idx: torch.Tensor) -> LearnerView:
-        model.eval()
-        with autocast(device, cfg.bf16):
-            logits, emb = forward_with_embeddings(model, test_tf(images[idx]).contiguous(memory_format=fmt))
-        model.train()
-        return LearnerView(logits.float(), emb.float())
-
-    train_clock, select_clock, eval_clock = Stopwatch(device), Stopwatch(device), Stopwatch(device)
+    train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
     counts, logged = Counters(), {"batch": [], "indices": [], "kept": []}
     live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
     model.train()
@@ -133,29 +221,17 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
             for b in tqdm(range(n_batches), desc=f"{method} epoch {epoch + 1}/{cfg.epochs}",
                           disable=not progress, leave=False):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                batch = SelectionBatch(idx, labels[idx], cfg.keep, generator, features, learner_view,
-                                       ref_losses)
-                with select_clock():
-                    positions = selector.select(batch)
-                kept = idx[positions]
-                counts.scored += batch.scored
+                step = trainer.step(idx)
+                counts.scored += step.scored
                 if epoch == 0 and b in cfg.log_batches:
-                    _log_selection(logged, b, idx, positions)
-                x = train_tf(images[kept]).contiguous(memory_format=fmt)
-                y = labels[kept]
-                with autocast(device, cfg.bf16):
-                    logits = step_model(x)
-                    loss = F.cross_entropy(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * len(kept)
-                correct += (logits.argmax(1) == y).sum()
-                seen += len(kept)
+                    _log_selection(logged, b, idx, step.positions)
+                loss_sum += step.loss * len(step.kept)
+                correct += step.correct
+                seen += len(step.kept)
         counts.backprop += seen
         with eval_clock():
-            val_loss, val_acc = evaluate(model, images, labels, split["val"], test_tf,
-                                         cfg.eval_batch_size, device, cfg.bf16, fmt)
+            val_loss, val_acc = evaluate(model, images, labels, split["val"], trainer.test_tf,
+                                         cfg.eval_batch_size, device, cfg.bf16, trainer.fmt)
         row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                "val_loss": val_loss, "val_acc": val_acc, "train_seconds": train_clock.seconds,
                "images_backprop": counts.backprop, "images_scored": counts.scored}
@@ -167,20 +243,20 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
     live.end()
 
     with eval_clock():
-        test_loss, test_acc = evaluate(model, images, labels, split["test"], test_tf,
-                                       cfg.eval_batch_size, device, cfg.bf16, fmt)
+        test_loss, test_acc = evaluate(model, images, labels, split["test"], trainer.test_tf,
+                                       cfg.eval_batch_size, device, cfg.bf16, trainer.fmt)
     last = counts.history[-1]
     metrics = {
         "test_acc": test_acc, "test_loss": test_loss,
         "train_acc": last["train_acc"], "train_loss": last["train_loss"],
         "val_acc": last["val_acc"], "val_loss": last["val_loss"],
         "best_val_acc": max(r["val_acc"] for r in counts.history),
-        "train_seconds": train_clock.seconds, "selection_seconds": select_clock.seconds,
+        "train_seconds": train_clock.seconds, "selection_seconds": trainer.select_clock.seconds,
         "eval_seconds": eval_clock.seconds,
         "images_backprop": counts.backprop, "images_scored": counts.scored,
         "images_forwarded": counts.backprop + counts.scored,
-        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "keep_per_batch": len(kept),
-        "seed": seed,
+        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "keep_per_batch": len(step.kept),
+        "seed": seed, "train_images": len(split["train"]),
     }
     torch.save(model.state_dict(), out / "model.pt")
     np.savez(out / "selections.npz", batch=np.asarray(logged["batch"], dtype=np.int64),

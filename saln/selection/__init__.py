@@ -8,6 +8,7 @@ from saln.selection.base import LearnerView, SelectionBatch, Selector
 from saln.selection.registry import REGISTRY, build, register
 
 # Importing a module registers its selectors.
-from saln.selection import baselines, spectral  # noqa: E402,F401
+from saln.selection import baselines, jest, spectral  # noqa: E402,F401
+from saln.selection import prune, uncertainty  # noqa: E402,F401
 
 __all__ = ["REGISTRY", "LearnerView", "SelectionBatch", "Selector", "build", "register"]

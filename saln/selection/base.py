@@ -32,6 +32,7 @@ class SelectionBatch:
     feature_table: torch.Tensor | None = None  # N x D precomputed features, row = dataset index
     learner_fn: Callable[[torch.Tensor], LearnerView] | None = None
     reference_loss_table: torch.Tensor | None = None  # N reference losses, row = dataset index
+    reference_embedding_table: torch.Tensor | None = None  # N x D reference-model embeddings
     scored: int = 0  # images forwarded without gradient for this batch's selection
     _learner: LearnerView | None = field(default=None, repr=False)
 
@@ -56,17 +57,31 @@ class SelectionBatch:
             raise RuntimeError("this selector needs reference losses (stage reference)")
         return self.reference_loss_table[self.indices]
 
+    def reference_embeddings(self) -> torch.Tensor:
+        if self.reference_embedding_table is None:
+            raise RuntimeError("this selector needs reference embeddings (stage reference)")
+        return self.reference_embedding_table[self.indices]
+
 
 class Selector(ABC):
     """Picks ``batch.keep`` positions of a batch. Subclasses register under a method name.
 
     ``needs_features``: the train stage loads precomputed features for it. Selectors that only use
     indices or features choose before the batch is augmented, so dropped images cost nothing.
+    ``needs_reference`` / ``needs_reference_embeddings``: the train stage loads the reference
+    model's per-example losses / penultimate embeddings (stage reference) for it.
     """
 
     name: ClassVar[str] = ""
     needs_features: ClassVar[bool] = False
     needs_reference: ClassVar[bool] = False
+    needs_reference_embeddings: ClassVar[bool] = False
+    train_subset: ClassVar[str] = ""  # non-empty: the run trains on this subset of stage prune
+
+    @classmethod
+    def options_from_params(cls, params: dict) -> dict:
+        """This selector's keyword options, read and validated from params.yaml (none by default)."""
+        return {}
 
     def __init__(self, **options):
         self.options = options

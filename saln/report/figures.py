@@ -1,0 +1,229 @@
+"""The report's figures as PNGs (matplotlib, Agg): curves, time-to-accuracy, selected batches, fc weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on the machines that run the pipeline
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
+
+from saln.report.history import Curve  # noqa: E402
+
+KEPT_FRAME = np.array([0, 170, 60], dtype=np.uint8)     # green: selected for back-propagation
+DROPPED_FRAME = np.array([200, 200, 200], dtype=np.uint8)
+TILE_PIXELS = 48                                         # thumbnails are downsampled to about this
+
+
+def method_colors(methods: list[str]) -> dict[str, str]:
+    """One fixed colour per method, so every figure draws a method the same way."""
+    return {m: f"C{i % 10}" for i, m in enumerate(methods)}
+
+
+def save(fig, path: str | Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def _band(ax, x, curve: Curve, scale: float = 1.0, log: bool = False, **line):
+    mean, std = curve.mean * scale, curve.std * scale
+    (drawn,) = ax.plot(x, mean, marker="o", markersize=3, **line)
+    low = np.maximum(mean - std, mean * 0.5) if log else mean - std  # a log axis cannot show <= 0
+    ax.fill_between(x, low, mean + std, color=drawn.get_color(), alpha=0.2, linewidth=0)
+
+
+def _needs_log(curves: list[Curve]) -> bool:
+    """Early validation losses can be 100x the later ones; a log axis keeps both readable."""
+    means = np.concatenate([c.mean for c in curves]) if curves else np.ones(1)
+    return bool(means.min() > 0 and means.max() / means.min() > 20)
+
+
+def _log_axis(ax) -> None:
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_curves(curves: dict[str, Curve], dataset: str, method: str, path) -> Path:
+    """Train and validation accuracy and loss per epoch for one method (the paper's Figs 1-6)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric, ylabel, scale in [(axes[0], "acc", "accuracy (%)", 100.0),
+                                      (axes[1], "loss", "cross-entropy loss", 1.0)]:
+        drawn = [c for split in ("train", "val") if (c := curves.get(f"{split}_{metric}")) is not None]
+        log = metric == "loss" and _needs_log(drawn)
+        for split in ("train", "val"):
+            if (curve := curves.get(f"{split}_{metric}")) is not None:
+                _band(ax, curve.epochs, curve, scale, log=log,
+                      label=f"{'validation' if split == 'val' else 'train'} (n={curve.n})")
+        if log:
+            _log_axis(ax)
+        ax.set(xlabel="epoch", ylabel=ylabel + (" (log scale)" if log else ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{dataset} / {method}: accuracy and loss per epoch (mean ± std over seeds)")
+    return save(fig, path)
+
+
+def plot_time_to_accuracy(curves: dict[str, dict[str, Curve]], dataset: str, colors: dict, path) -> Path:
+    """Validation accuracy against cumulative training seconds and images back-propagated."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, x_name, xlabel in [(axes[0], "train_seconds", "cumulative training seconds"),
+                               (axes[1], "images_backprop", "cumulative images back-propagated")]:
+        for method, c in curves.items():
+            if "val_acc" in c and x_name in c:
+                n = min(len(c[x_name].mean), len(c["val_acc"].mean))
+                ax.errorbar(c[x_name].mean[:n], 100 * c["val_acc"].mean[:n], yerr=100 * c["val_acc"].std[:n],
+                            marker="o", markersize=3, capsize=2, color=colors.get(method),
+                            label=f"{method} (n={c['val_acc'].n})")
+        ax.set(xlabel=xlabel, ylabel="validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{dataset}: time to accuracy (one point per epoch, mean ± std over seeds)")
+    return save(fig, path)
+
+
+def mosaic(images: np.ndarray, kept: np.ndarray, columns: int) -> np.ndarray:
+    """One picture of a batch: selected images framed green, dropped ones faded with a grey frame."""
+    stride = max(1, images.shape[1] // TILE_PIXELS)
+    thumbs = images[:, ::stride, ::stride, :3].astype(np.float32)
+    h, w, pad = thumbs.shape[1], thumbs.shape[2], 3
+    rows = math.ceil(len(thumbs) / columns)
+    canvas = np.full((rows * (h + 2 * pad), columns * (w + 2 * pad), 3), 255, dtype=np.uint8)
+    for i, (thumb, keep) in enumerate(zip(thumbs, kept)):
+        r, c = divmod(i, columns)
+        y, x = r * (h + 2 * pad), c * (w + 2 * pad)
+        canvas[y:y + h + 2 * pad, x:x + w + 2 * pad] = KEPT_FRAME if keep else DROPPED_FRAME
+        tile = thumb if keep else 255 - 0.35 * (255 - thumb)  # fade the dropped ones towards white
+        canvas[y + pad:y + pad + h, x + pad:x + pad + w] = tile.astype(np.uint8)
+    return canvas
+
+
+def plot_batch_grid(images: np.ndarray, kept: dict[str, np.ndarray], dataset: str, batch_number: int,
+                    seed: int, path) -> Path:
+    """The same candidate batch under each selection method (the paper's Figs 7-8)."""
+    columns = math.ceil(math.sqrt(len(images)))
+    fig, axes = plt.subplots(1, len(kept), figsize=(4.2 * len(kept), 4.6), squeeze=False)
+    for ax, (method, mask) in zip(axes[0], kept.items()):
+        ax.imshow(mosaic(images, mask, columns), interpolation="nearest")
+        ax.set_title(f"{method}: {int(mask.sum())} of {len(mask)} selected")
+        ax.axis("off")
+    fig.suptitle(f"{dataset}, seed {seed}, epoch 1, batch {batch_number}: "
+                 "green frame = selected for back-propagation, faded = dropped")
+    return save(fig, path)
+
+
+def plot_fc_heatmaps(weights: dict[str, np.ndarray], classes: list[str], dataset: str, path) -> Path:
+    """The trained fc layer's weights (classes x 512), one panel per method, one colour scale (Fig 9)."""
+    limit = max(float(np.abs(w).max()) for w in weights.values())
+    n_classes = next(iter(weights.values())).shape[0]
+    panel_height = 0.8 + min(0.12 * n_classes, 3.0)  # 37 pet breeds stay legible, not huge
+    fig, axes = plt.subplots(len(weights), 1, figsize=(11, panel_height * len(weights) + 0.6), squeeze=False,
+                             sharex=True, layout="constrained")  # x labels only under the last panel
+    for ax, (method, w) in zip(axes[:, 0], weights.items()):
+        image = ax.imshow(w, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_title(method, loc="left", fontsize=10)
+        ax.set_ylabel("class")
+        if len(classes) == w.shape[0] and w.shape[0] <= 40:
+            ax.set_yticks(range(len(classes)), classes, fontsize=6 if len(classes) > 12 else 8)
+    axes[-1, 0].set_xlabel("feature (fc input)")
+    fig.colorbar(image, ax=axes[:, 0].tolist(), label="weight", shrink=min(1.0, 4 / len(weights)))
+    fig.suptitle(f"{dataset}: fc-layer weights of the trained ResNet")
+    return save(fig, path)
+
+
+def plot_fc_histograms(weights: dict[str, np.ndarray], colors: dict, dataset: str, path) -> Path:
+    """Distribution of the trained fc layer's weights per method (the paper's Fig 10)."""
+    values = {m: w.ravel() for m, w in weights.items()}
+    bins = np.linspace(min(v.min() for v in values.values()), max(v.max() for v in values.values()), 80)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for method, v in values.items():
+        ax.hist(v, bins=bins, histtype="step", linewidth=1.5, density=True, color=colors.get(method),
+                label=f"{method} (mean {v.mean():+.4f}, std {v.std():.4f})")
+    ax.set(xlabel="weight", ylabel="density", title=f"{dataset}: fc-layer weight distribution")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # head room for the legend
+    return save(fig, path)
+
+
+STRATEGY_STYLE = {"full": "-", "seals": "--"}   # candidate pool -> line style
+MARKERS = "osD^v<>px*"
+
+
+def _same_as(strategies: dict[str, dict]) -> dict[str, str]:
+    """strategy -> the earlier strategy whose accuracy curve it repeats exactly."""
+    first, out = {}, {}
+    for name, s in strategies.items():
+        key = (tuple(s["labels"]), tuple(s["test_acc"]))
+        if key in first:
+            out[name] = first[key]
+        first.setdefault(key, name)
+    return out
+
+
+def plot_active_learning(strategies: dict[str, dict], dataset: str, path) -> Path:
+    """Test accuracy against labels (left) and selection seconds per round (right), one line per strategy."""
+    fig, (acc_ax, sec_ax) = plt.subplots(1, 2, figsize=(12.5, 4.4))
+    same_as, n = _same_as(strategies), len(strategies)
+    for i, (name, s) in enumerate(strategies.items()):
+        # Earlier lines are drawn wider, so a later one that repeats them leaves them visible around it.
+        width = 1.5 + 2.0 * (n - 1 - i) / max(n - 1, 1)
+        style = dict(color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], markersize=4 + 1.5 * width,
+                     linewidth=width, linestyle=STRATEGY_STYLE.get(s.get("pool"), ":"))
+        label = name + (f" (= {same_as[name]})" if name in same_as else "")
+        acc_ax.plot(s["labels"], 100 * np.asarray(s["test_acc"]), label=label, **style)
+        seconds = np.asarray(s["selection_seconds"], dtype=float)
+        if seconds.size:  # round r's batch is chosen with labels[r] labeled
+            sec_ax.plot(s["labels"][:seconds.size], np.maximum(seconds, 1e-7), label=name, **style)
+    acc_ax.set(xlabel="labeled examples", ylabel="test accuracy (%)",
+               title="test accuracy vs labels (linear probe on the features)")
+    sec_ax.set(xlabel="labeled examples when the round's batch is chosen",
+               ylabel="selection seconds (log scale)",
+               title="selection time per round (candidate pool + scoring)")
+    sec_ax.set_yscale("log")
+    labels = next(iter(strategies.values()))["labels"]
+    for ax, ticks in ((acc_ax, labels), (sec_ax, labels[:-1])):
+        if 0 < len(ticks) <= 12:
+            ax.set_xticks(ticks)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    acc_ax.legend(fontsize=8, loc="lower right")
+    sec_ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{dataset}: simulated pool-based active learning (solid: full pool, dashed: SEALS pool)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_pruning_curve(fractions: list[float], acc: dict[str, list[float]], points: dict, keep_fraction,
+                       dataset: str, path) -> Path:
+    """Kept fraction vs linear-probe test accuracy (easy / hard / random-kept), with the ResNet-18
+    prune_* runs at keep_fraction as points (``points``: method -> (accuracy Stat, size Stat))."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    colors = {"easy": "C0", "hard": "C3", "random": "0.45"}
+    for mode, accs in acc.items():
+        ax.plot(fractions, 100 * np.asarray(accs), marker="o", color=colors.get(mode),
+                linestyle="--" if mode == "random" else "-", label=f"linear probe, {mode}-kept")
+    offsets = np.linspace(-0.012, 0.012, max(len(points), 1))  # side by side when the accuracies tie
+    for (method, (acc_stat, size)), dx, marker in zip(points.items(), offsets, "sD^v"):
+        images = f"{size.mean:.0f} images, " if size.n else ""
+        ax.errorbar(keep_fraction + dx, 100 * acc_stat.mean, yerr=100 * acc_stat.std, fmt=marker,
+                    markersize=8, capsize=3, markeredgecolor="black",
+                    color=colors.get(method.removeprefix("prune_"), "C2"),
+                    label=f"ResNet-18 {method} ({images}n={acc_stat.n})")
+    if points:
+        ax.axvline(keep_fraction, color="0.7", linewidth=1, zorder=0,
+                   label=f"prune.keep_fraction = {keep_fraction:g}")
+    ax.set(xlabel="kept fraction of the training split", ylabel="test accuracy (%)",
+           title=f"{dataset}: prototype pruning (difficulty = distance to the nearest k-means centroid)\n"
+                 "lines: linear probe on the extracted features; points: ResNet-18 trained on the kept split"
+                 + ("" if points else " (no prune_* run yet)"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return save(fig, path)
