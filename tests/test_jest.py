@@ -19,7 +19,8 @@ from saln.errors import SalnError
 from saln.reference import load_reference, reference_view, train_reference, ReferenceConfig
 from saln.selection import LearnerView, SelectionBatch, build
 from saln.selection import jest
-from saln.selection.jest import (chunk_sizes, conditional_logits, greedy_top, jest_options,
+from saln.selection.base import top_k
+from saln.selection.jest import (chunk_sizes, conditional_logits, jest_options,
                                  joint_sample)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def test_joint_case_later_chunks_follow_earlier_picks():
 def test_greedy_is_top_keep_and_the_sampler_limit():
     scores = torch.randn(10, generator=generator(3), dtype=torch.float64)
     keep = 4
-    picks = set(greedy_top(scores, keep).tolist())
+    picks = set(top_k(scores, keep).tolist())
     assert picks == set(torch.argsort(scores, descending=True)[:keep].tolist())
     best = max(itertools.combinations(range(10), keep), key=lambda s: float(scores[list(s)].sum()))
     assert picks == set(best)
@@ -213,7 +214,7 @@ def test_non_finite_scores_are_rejected():
     with pytest.raises(SalnError, match="non-finite"):
         joint_sample(matrix, 2, 2, generator(0))
     with pytest.raises(SalnError, match="non-finite"):
-        greedy_top(torch.tensor([1.0, float("inf")]), 1)
+        top_k(torch.tensor([1.0, float("inf")]), 1)
 
 
 def test_keep_zero_and_no_chunks_are_rejected():

@@ -8,6 +8,8 @@ from typing import Callable, ClassVar
 
 import torch
 
+from saln.errors import SalnError
+
 
 @dataclass
 class LearnerView:
@@ -61,6 +63,20 @@ class SelectionBatch:
         if self.reference_embedding_table is None:
             raise RuntimeError("this selector needs reference embeddings (stage reference)")
         return self.reference_embedding_table[self.indices]
+
+
+def top_k(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Positions of the ``keep`` largest scores; equal scores go to the lower position.
+
+    Every score-ranking selector uses this, so ties resolve the same way everywhere and a
+    diverged learner (non-finite scores) stops the run instead of choosing arbitrarily.
+    """
+    if keep < 1:
+        raise SalnError(f"a selector must keep at least 1 image, got {keep}")
+    if not bool(torch.isfinite(scores).all()):
+        raise SalnError("non-finite selection scores: the learner diverged (lower train.lr) or the "
+                        "reference losses are corrupt (re-run stage reference)")
+    return torch.sort(scores, descending=True, stable=True).indices[:keep]
 
 
 class Selector(ABC):

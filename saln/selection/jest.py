@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from saln.errors import SalnError
-from saln.selection.base import SelectionBatch, Selector
+from saln.selection.base import SelectionBatch, Selector, top_k
 from saln.selection.registry import register
 
 SCORES = ("learnability", "hard_learner", "easy_reference")
@@ -155,14 +155,6 @@ def joint_sample(scores: torch.Tensor, keep: int, n_chunks: int,
     return torch.cat(picks)
 
 
-def greedy_top(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """Positions of the ``keep`` largest scores; equal scores go to the lower position."""
-    if keep < 1:
-        raise SalnError(f"a selector must keep at least 1 image, got {keep}")
-    order = torch.sort(check_finite(scores.double()), descending=True, stable=True).indices
-    return order[:keep]
-
-
 # ---------------------------------------------------------------------------------------------
 # Selectors
 
@@ -225,4 +217,4 @@ class RhoLoss(_ReferenceSelector):
     """
 
     def select(self, batch: SelectionBatch) -> torch.Tensor:
-        return greedy_top(self.example_scores(batch, "learnability"), batch.keep)
+        return top_k(self.example_scores(batch, "learnability"), batch.keep)

@@ -2,7 +2,7 @@
 
 import torch
 
-from saln.selection.base import SelectionBatch, Selector
+from saln.selection.base import SelectionBatch, Selector, top_k
 from saln.selection.registry import register
 
 
@@ -19,12 +19,6 @@ def fiedler_vector(features: torch.Tensor) -> torch.Tensor:
     return vectors[:, 1]
 
 
-def top_k_by_magnitude(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Positions of the k largest |values|; equal magnitudes go to the lower position."""
-    order = torch.sort(values.abs(), descending=True, stable=True).indices
-    return order[:k]
-
-
 @register("saln")
 class Spectral(Selector):
     """Keep the ``keep`` images whose Fiedler-vector entries are largest in magnitude.
@@ -38,4 +32,4 @@ class Spectral(Selector):
     def select(self, batch: SelectionBatch) -> torch.Tensor:
         if len(batch) < 2:
             return torch.arange(len(batch), device=batch.indices.device)
-        return top_k_by_magnitude(fiedler_vector(batch.features()), batch.keep)
+        return top_k(fiedler_vector(batch.features()).abs(), batch.keep)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from saln.errors import SalnError
-from saln.selection.base import SelectionBatch, Selector
+from saln.selection.base import SelectionBatch, Selector, top_k
 from saln.selection.registry import register
 
 DEFAULT_BETA = 1.0
@@ -60,21 +60,12 @@ def information_density(entropy: torch.Tensor, density: torch.Tensor, beta: floa
     return entropy * density.pow(beta)
 
 
-def top_scores(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """Positions of the ``keep`` largest scores; equal scores go to the lower position."""
-    if keep < 1:
-        raise SalnError(f"a selector must keep at least 1 image, got {keep}")
-    if not bool(torch.isfinite(scores).all()):
-        raise SalnError("non-finite uncertainty scores: the learner diverged (lower train.lr)")
-    return torch.sort(scores, descending=True, stable=True).indices[:keep]
-
-
 @register("maxent")
 class MaxEntropy(Selector):
     """Keep the ``keep`` images of highest predictive entropy under the current learner."""
 
     def select(self, batch: SelectionBatch) -> torch.Tensor:
-        return top_scores(predictive_entropy(batch.learner().logits), batch.keep)
+        return top_k(predictive_entropy(batch.learner().logits), batch.keep)
 
 
 @register("infodensity")
@@ -94,4 +85,4 @@ class InformationDensity(Selector):
     def select(self, batch: SelectionBatch) -> torch.Tensor:
         entropy = predictive_entropy(batch.learner().logits)
         density = mean_cosine_to_rest(batch.features()).to(entropy.device)
-        return top_scores(information_density(entropy, density, self.beta), batch.keep)
+        return top_k(information_density(entropy, density, self.beta), batch.keep)
