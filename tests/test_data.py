@@ -75,3 +75,18 @@ def test_download_failure_is_one_line_with_remedy(tmp_path, monkeypatch):
 def test_real_cifar_subset_prepares(cifar_subset_path, tmp_path):
     meta = prepare(SourceConfig("c", "npz", 32, path=str(cifar_subset_path)), SPLIT, tmp_path)
     assert meta["sizes"]["test"] == 870 and meta["classes"][0] == "airplane"
+
+
+def test_imagefolder_source_reads_one_folder_per_class(tmp_path):
+    from PIL import Image
+
+    for label, colour in (("cat", (200, 10, 10)), ("dog", (10, 10, 200))):
+        (tmp_path / "root" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (20 + i, 14), colour).save(tmp_path / "root" / label / f"{i}.png")
+    meta = prepare(SourceConfig("pics", "imagefolder", 12, path=str(tmp_path / "root")),
+                   SplitConfig(0.25, 0.25, 0.0, 0), tmp_path / "out")
+    prepared = load_prepared(tmp_path / "out")
+    assert meta["classes"] == ["cat", "dog"] and prepared.images.shape == (12, 12, 12, 3)
+    red = prepared.images[prepared.labels == 0][:, 6, 6]
+    assert (red[:, 0] > 150).all() and (red[:, 2] < 60).all()  # pixels kept with their class
