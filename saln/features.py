@@ -21,6 +21,7 @@ class FeatureConfig:
     weights: str
     batch_size: int
     device: str
+    seed: int  # initialises the backbone when weights are none, so features are reproducible
 
 
 def feature_config(params: dict) -> FeatureConfig:
@@ -31,6 +32,7 @@ def feature_config(params: dict) -> FeatureConfig:
     return FeatureConfig(backbone=backbone,
                          weights=check_weights(require(f, "weights", "features"), "features.weights"),
                          batch_size=number(f, "batch_size", "features", lo=1, integer=True),
+                         seed=number(f, "seed", "features", integer=True),
                          device=require(params.get("train", {}), "device", "train"))
 
 
@@ -55,5 +57,6 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, spec: Augment
 
 def compute_features(images: np.ndarray, spec: AugmentSpec, cfg: FeatureConfig) -> np.ndarray:
     device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
     model = build_resnet(cfg.backbone, cfg.weights, num_classes=None)
     return extract_features(model, images_to_tensor(images), spec, cfg.batch_size, device)

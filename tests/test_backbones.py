@@ -40,3 +40,19 @@ def test_missing_imagenet_weights_name_the_file_and_folder(tmp_path, monkeypatch
     message = str(err.value)
     assert "\n" not in message
     assert "resnet18-f37072fd.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
+
+
+def test_features_from_an_untrained_backbone_are_reproducible(params):
+    import numpy as np
+
+    from saln.augment import augment_spec
+    from saln.features import compute_features, feature_config
+
+    params["features"].update(backbone="resnet18", weights="none", device="cpu")
+    params["train"]["device"] = "cpu"
+    spec = augment_spec({**params["augment"], "test_resize": 16, "test_crop": 16})
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    runs = [compute_features(images, spec, feature_config(params)) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    params["features"]["seed"] = 1
+    assert not np.array_equal(runs[0], compute_features(images, spec, feature_config(params)))
