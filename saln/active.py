@@ -19,9 +19,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from saln.errors import SalnError
 from saln.prune import PROBE_MAX_ITER, one_blas_thread, unit_rows
+from saln.selection.uncertainty import mean_cosine_to_rest
 
 SCORES = ("maxent", "infodensity")
 POOLS = ("full", "seals")
@@ -125,21 +127,13 @@ def score_maxent(probabilities: np.ndarray) -> np.ndarray:
     return terms.sum(axis=1)
 
 
-def mean_cosine_to_rest(features: np.ndarray) -> np.ndarray:
-    """Each row's mean cosine similarity to the other rows, in O(n d); clamped at 0 for ** beta."""
-    n = len(features)
-    if n < 2:
-        return np.ones(n)
-    unit = unit_rows(features)
-    rest = unit.sum(axis=0, keepdims=True) - unit
-    return np.clip((unit * rest).sum(axis=1) / (n - 1), 0.0, None)
-
-
 def score_infodensity(probabilities: np.ndarray, features: np.ndarray, beta: float) -> np.ndarray:
     """Entropy x (mean cosine similarity to the other candidates) ** beta."""
     if not beta >= 0:
         raise SalnError(f"uncertainty.beta must be >= 0, got {beta!r}")
-    return score_maxent(probabilities) * mean_cosine_to_rest(features) ** beta
+    # The in-batch selector's density, so both infodensity variants measure the same thing.
+    density = mean_cosine_to_rest(torch.from_numpy(np.asarray(features, dtype=np.float64))).numpy()
+    return score_maxent(probabilities) * density ** beta
 
 
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
