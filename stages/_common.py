@@ -6,3 +6,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def dataset_args(description: str):
+    """The arguments of a per-dataset stage: --dataset and --params."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", required=True, help="a key of data.sources")
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    return parser.parse_args()

@@ -1,7 +1,6 @@
 """Stage active: simulated pool-based active learning (MaxEnt, Information Density; full vs SEALS pools)."""
 
-import _common  # noqa: F401
-import argparse
+import _common
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -17,10 +16,7 @@ from saln.selection.uncertainty import uncertainty_options
 
 @one_line_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    args = parser.parse_args()
+    args = _common.dataset_args(__doc__)
     params = load_params(args.params)
     cfg, beta = active_config(params), uncertainty_options(params)["beta"]
     prepared = load_prepared(f"data/prepared/{args.dataset}")

@@ -1,7 +1,6 @@
 """Stage prune: k-means prototype pruning of one dataset's training split, and its linear-probe curve."""
 
-import _common  # noqa: F401
-import argparse
+import _common
 import json
 import time
 from dataclasses import asdict
@@ -17,10 +16,7 @@ from saln.prune import centroid_distances, kept_subsets, probe_curve, prune_conf
 
 @one_line_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    args = parser.parse_args()
+    args = _common.dataset_args(__doc__)
     cfg = prune_config(load_params(args.params))
     prepared = load_prepared(f"data/prepared/{args.dataset}")
     features = np.load(f"data/features/{args.dataset}/features.npy").astype(np.float64)
