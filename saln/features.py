@@ -41,17 +41,32 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).contiguous()
 
 
+def test_time_batches(images: torch.Tensor, transform: torch.nn.Module, batch_size: int,
+                      device: torch.device, fmt=torch.contiguous_format, indices=None):
+    """Yield (positions, batch): uint8 images (all, or ``indices``) through the test transform.
+
+    ``positions`` is the slice or index tensor of the batch, to pick the matching labels.
+    """
+    total = len(images) if indices is None else len(indices)
+    for start in range(0, total, batch_size):
+        stop = start + batch_size
+        positions = slice(start, stop) if indices is None else indices[start:stop]
+        x = transform(images[positions].to(device, non_blocking=True))
+        yield positions, x.contiguous(memory_format=fmt)
+
+
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, images: torch.Tensor, spec: AugmentSpec,
                      batch_size: int, device: torch.device, progress: bool = True) -> np.ndarray:
     """Run ``model`` (ending in global average pooling) over uint8 N x 3 x H x W images."""
-    model = model.to(device, memory_format=memory_format(device)).eval()
-    transform = test_pipeline(spec).to(device)
+    fmt = memory_format(device)
+    model = model.to(device, memory_format=fmt).eval()
+    batches = test_time_batches(images, test_pipeline(spec).to(device), batch_size, device, fmt)
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress):
-        x = transform(images[start:start + batch_size].to(device, non_blocking=True))
+    for _, x in tqdm(batches, total=-(-len(images) // batch_size), desc="features",
+                     disable=not progress):
         with autocast(device):
-            out.append(model(x.contiguous(memory_format=memory_format(device))).float().cpu())
+            out.append(model(x).float().cpu())
     return torch.cat(out).numpy()
 
 

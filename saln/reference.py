@@ -24,7 +24,7 @@ from saln.config import TrainConfig, number, require
 from saln.data import Prepared
 from saln.device import autocast, memory_format, pick_device
 from saln.errors import SalnError
-from saln.features import images_to_tensor
+from saln.features import images_to_tensor, test_time_batches
 from saln.train import RunInputs, forward_with_embeddings, train_run
 
 LOSSES_FILE, EMBEDDINGS_FILE, META_FILE = "losses.npy", "embeddings.npy", "meta.json"
@@ -60,11 +60,10 @@ def score_examples(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     model = model.to(device, memory_format=fmt).eval()
     transform = test_pipeline(spec).to(device)
     losses, embeddings = [], []
-    for start in range(0, len(images), cfg.eval_batch_size):
-        x = transform(images[start:start + cfg.eval_batch_size].to(device))
-        y = labels[start:start + cfg.eval_batch_size].to(device)
+    for positions, x in test_time_batches(images, transform, cfg.eval_batch_size, device, fmt):
+        y = labels[positions].to(device)
         with autocast(device, cfg.bf16):
-            logits, emb = forward_with_embeddings(model, x.contiguous(memory_format=fmt))
+            logits, emb = forward_with_embeddings(model, x)
         losses.append(F.cross_entropy(logits.float(), y, reduction="none").cpu())
         embeddings.append(emb.float().cpu())
     return torch.cat(losses).numpy(), torch.cat(embeddings).numpy()

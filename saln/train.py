@@ -24,7 +24,7 @@ from saln.config import TrainConfig
 from saln.data import Prepared
 from saln.device import IntervalClock, Stopwatch, autocast, memory_format, pick_device
 from saln.errors import SalnError
-from saln.features import images_to_tensor
+from saln.features import images_to_tensor, test_time_batches
 from saln.selection import LearnerView, SelectionBatch, Selector, build
 
 
@@ -72,9 +72,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indic
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start:start + batch_size]
-        x = transform(images[idx]).contiguous(memory_format=fmt)
+    for idx, x in test_time_batches(images, transform, batch_size, device, fmt, indices):
         with autocast(device, bf16):
             logits = model(x).float()
         loss_sum += F.cross_entropy(logits, labels[idx], reduction="sum")
