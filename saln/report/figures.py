@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on the machines that run the pipeline
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 from saln.report.history import Curve  # noqa: E402
@@ -20,8 +21,14 @@ TILE_PIXELS = 48                                         # thumbnails are downsa
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:
-    """One fixed colour per method, so every figure draws a method the same way."""
-    return {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    """One fixed colour per method, so every figure draws a method the same way.
+
+    Past ten methods the default cycle would repeat colours, so tab20 takes over.
+    """
+    if len(methods) <= 10:
+        return {m: f"C{i}" for i, m in enumerate(methods)}
+    palette = plt.get_cmap("tab20")
+    return {m: to_hex(palette(i % palette.N)) for i, m in enumerate(methods)}
 
 
 def save(fig, path: str | Path) -> Path:
@@ -83,7 +90,9 @@ def plot_time_to_accuracy(curves: dict[str, dict[str, Curve]], dataset: str, col
                             label=f"{method} (n={c['val_acc'].n})")
         ax.set(xlabel=xlabel, ylabel="validation accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # one legend beside both panels, so it hides no points
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
     fig.suptitle(f"{dataset}: time to accuracy (one point per epoch, mean ± std over seeds)")
     return save(fig, path)
 
@@ -147,8 +156,7 @@ def plot_fc_histograms(weights: dict[str, np.ndarray], colors: dict, dataset: st
                 label=f"{method} (mean {v.mean():+.4f}, std {v.std():.4f})")
     ax.set(xlabel="weight", ylabel="density", title=f"{dataset}: fc-layer weight distribution")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # head room for the legend
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)  # beside, hiding no bars
     return save(fig, path)
 
 
