@@ -44,11 +44,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from saln.augment import AugmentSpec  # noqa: E402
-from saln.config import TrainConfig  # noqa: E402
 from saln.data import Prepared  # noqa: E402
 from saln.device import memory_format, pick_device, sync  # noqa: E402
 from saln.selection import REGISTRY  # noqa: E402
-from saln.train import RunInputs, Trainer, build_trainer  # noqa: E402
+from saln.train import RunInputs, TrainConfig, Trainer, build_trainer  # noqa: E402
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TARGETS = {"P1": 0.90, "P2": 4.5, "P3": 5.0, "P6_saln": 0.02}  # on a GPU at --paper
@@ -101,8 +100,7 @@ def synthetic_inputs(s: Setting, seed: int = 0) -> RunInputs:
     labels = rng.integers(0, s.classes, n).astype(np.int64)
     prepared = Prepared(images, labels, {"train": np.arange(n)}, {"num_classes": s.classes})
     spec = AugmentSpec(resize=s.resize, hflip=0.5, rotation=15, brightness=0.2, contrast=0.2,
-                       saturation=0.2, hue=0.1, test_resize=s.test_resize, test_crop=s.test_crop,
-                       mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                       saturation=0.2, hue=0.1, test_resize=s.test_resize, test_crop=s.test_crop)
     return RunInputs(prepared, spec,
                      features=rng.standard_normal((n, s.feature_dim)).astype(np.float32),
                      reference_losses=rng.gamma(2.0, 1.0, n).astype(np.float32),

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from saln.errors import SalnError
-from saln.prune import PROBE_MAX_ITER, one_blas_thread, unit_rows
+from saln.config import number, require
+from saln.probe import PROBE_MAX_ITER, one_blas_thread, unit_rows
 from saln.selection.uncertainty import mean_cosine_to_rest
 
 SCORES = ("maxent", "infodensity")
@@ -42,8 +43,6 @@ class ActiveConfig:
 
 def active_config(params: dict) -> ActiveConfig:
     """The ``active`` block of params.yaml, validated (beta comes from the ``uncertainty`` block)."""
-    from saln.config import number, require
-
     block = require(params, "active", "params")
     strategies = require(block, "strategies", "active")
     if not isinstance(strategies, list) or not strategies:

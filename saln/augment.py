@@ -1,7 +1,9 @@
 """Augmentation: a JSON-able spec from params, and batched pipelines that run on any device.
 
-Images travel as uint8 N x 3 x H x W tensors; each pipeline turns them into normalised float
-tensors. The train pipeline draws its random parameters per sample (kornia's default), not once
+Images travel as uint8 N x 3 x H x W tensors; each pipeline turns them into float tensors
+normalised with the mean and std that the network reading them was pretrained with (passed in by
+the caller: ``saln.backbones.normalisation``), so the learner and SALN's feature backbone each see
+their own input statistics. The train pipeline draws its random parameters per sample (kornia's default), not once
 per batch, matching torchvision's per-image transforms in a DataLoader.
 """
 
@@ -29,8 +31,9 @@ class AugmentSpec:
     hue: float
     test_resize: int  # test/val/features: resize to test_resize, then center-crop test_crop
     test_crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+
+
+Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]  # (mean, std) per channel
 
 
 def augment_spec(raw: dict) -> AugmentSpec:
@@ -45,13 +48,9 @@ def augment_spec(raw: dict) -> AugmentSpec:
         hue=number(raw, "hue", w, lo=0, hi=0.5),
         test_resize=number(raw, "test_resize", w, lo=8, integer=True),
         test_crop=number(raw, "test_crop", w, lo=8, integer=True),
-        mean=tuple(raw.get("mean", ())),
-        std=tuple(raw.get("std", ())),
     )
     if spec.test_crop > spec.test_resize:
         raise SalnError("augment.test_crop must be <= augment.test_resize")
-    if len(spec.mean) != 3 or len(spec.std) != 3 or min(spec.std) <= 0:
-        raise SalnError("augment.mean and augment.std must be three numbers each, std > 0")
     return spec
 
 
@@ -72,7 +71,14 @@ class _ToUnitFloat(nn.Module):
         return x.float().div_(255.0)
 
 
-def train_pipeline(spec: AugmentSpec) -> nn.Module:
+def normalize(norm: Normalisation) -> nn.Module:
+    import kornia.augmentation as K
+
+    mean, std = norm
+    return K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
+
+
+def train_pipeline(spec: AugmentSpec, norm: Normalisation) -> nn.Module:
     """uint8 N x 3 x H x W -> augmented, normalised float, random per sample."""
     import kornia.augmentation as K
 
@@ -83,11 +89,11 @@ def train_pipeline(spec: AugmentSpec) -> nn.Module:
         steps.append(K.RandomRotation(degrees=spec.rotation, p=1.0))
     if max(spec.brightness, spec.contrast, spec.saturation, spec.hue) > 0:
         steps.append(K.ColorJitter(spec.brightness, spec.contrast, spec.saturation, spec.hue, p=1.0))
-    steps.append(K.Normalize(mean=torch.tensor(spec.mean), std=torch.tensor(spec.std)))
+    steps.append(normalize(norm))
     return nn.Sequential(*steps)
 
 
-def test_pipeline(spec: AugmentSpec) -> nn.Module:
+def test_pipeline(spec: AugmentSpec, norm: Normalisation) -> nn.Module:
     """uint8 N x 3 x H x W -> resized, center-cropped, normalised float (deterministic)."""
     import kornia.augmentation as K
 
@@ -95,5 +101,5 @@ def test_pipeline(spec: AugmentSpec) -> nn.Module:
         _ToUnitFloat(),
         K.Resize((spec.test_resize, spec.test_resize), antialias=True),
         K.CenterCrop((spec.test_crop, spec.test_crop)),
-        K.Normalize(mean=torch.tensor(spec.mean), std=torch.tensor(spec.std)),
+        normalize(norm),
     )

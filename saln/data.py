@@ -14,10 +14,27 @@ from typing import Callable
 
 import numpy as np
 
-from saln.config import SourceConfig, SplitConfig
+from saln.config import number, require
 from saln.errors import SalnError
 
 SPLITS = ("train", "val", "test", "reference")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    kind: str
+    image_size: int
+    root: str = "data/downloads"
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float
+    test_fraction: float
+    reference_fraction: float
+    seed: int
 
 
 @dataclass
@@ -46,6 +63,35 @@ def register(name: str, needs_path: bool = False, description: str = ""):
     return add
 
 
+def source_config(params: dict, name: str) -> SourceConfig:
+    """``data.sources.<name>``, validated (a path source must exist)."""
+    sources = require(params.get("data", {}), "sources", "data")
+    if name not in sources:
+        raise SalnError(f"dataset {name!r} is not in data.sources (known: {', '.join(sources)})")
+    where = f"data.sources.{name}"
+    raw = sources[name]
+    kind = require(raw, "kind", where)
+    if kind not in DATASETS:
+        raise SalnError(f"{where}.kind must be one of {', '.join(DATASETS)}, got {kind!r}")
+    size = number(raw, "image_size", where, lo=8, integer=True)
+    path = raw.get("path")
+    if DATASETS[kind].needs_path and (not path or not Path(path).exists()):
+        raise SalnError(f"{where}.path must point to an existing {kind} dataset, got {path!r}")
+    return SourceConfig(name=name, kind=kind, image_size=size, root=raw.get("root", "data/downloads"),
+                        path=path)
+
+
+def split_config(params: dict) -> SplitConfig:
+    data = require(params, "data", "params")
+    val = number(data, "val_fraction", "data", lo=0, hi=1, lo_open=True, hi_open=True)
+    test = number(data, "test_fraction", "data", lo=0, hi=1, lo_open=True, hi_open=True)
+    ref = number(data, "reference_fraction", "data", lo=0, hi=1, hi_open=True)
+    if val + ref >= 1:
+        raise SalnError("data.val_fraction + data.reference_fraction must leave training data (< 1)")
+    seed = number(data, "split_seed", "data", integer=True)
+    return SplitConfig(val_fraction=val, test_fraction=test, reference_fraction=ref, seed=seed)
+
+
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     """Square-resize uint8 NHWC images with PIL's bilinear filter (antialiased)."""
     if images.shape[1:3] == (size, size):
@@ -65,6 +111,22 @@ def _download_error(name: str, root: str, err: Exception) -> SalnError:
                      "imagefolder source")
 
 
+def torchvision_split(dataset_class, name: str, root: str, **kwargs):
+    """A torchvision dataset from files already under ``root``, downloading only when they are missing.
+
+    ``download=True`` re-verifies archive checksums and may reach for the network even when the
+    extracted files are present, so it is tried only after a plain load fails.
+    """
+    try:
+        return dataset_class(root, download=False, **kwargs)
+    except RuntimeError:  # torchvision's "Dataset not found or corrupted"
+        pass
+    try:
+        return dataset_class(root, download=True, **kwargs)
+    except Exception as err:  # torchvision raises URLError, RuntimeError or OSError
+        raise _download_error(name, root, err) from None
+
+
 @register("digits", description="scikit-learn's 1,797 real 8x8 handwritten digits, shipped offline")
 def load_digits(cfg: SourceConfig) -> RawDataset:
     from sklearn.datasets import load_digits as sk_digits
@@ -80,10 +142,7 @@ def load_digits(cfg: SourceConfig) -> RawDataset:
 def load_cifar10(cfg: SourceConfig) -> RawDataset:
     from torchvision.datasets import CIFAR10
 
-    try:
-        parts = [CIFAR10(cfg.root, train=flag, download=True) for flag in (True, False)]
-    except Exception as err:  # torchvision raises URLError, RuntimeError or OSError
-        raise _download_error("CIFAR-10", cfg.root, err) from None
+    parts = [torchvision_split(CIFAR10, "CIFAR-10", cfg.root, train=flag) for flag in (True, False)]
     images = np.concatenate([p.data for p in parts])
     labels = np.concatenate([np.asarray(p.targets) for p in parts]).astype(np.int64)
     is_test = np.repeat([False, True], [len(parts[0]), len(parts[1])])
@@ -95,10 +154,8 @@ def load_pets(cfg: SourceConfig) -> RawDataset:
     from PIL import Image
     from torchvision.datasets import OxfordIIITPet
 
-    try:
-        parts = [OxfordIIITPet(cfg.root, split=s, download=True) for s in ("trainval", "test")]
-    except Exception as err:
-        raise _download_error("Oxford-IIIT Pet", cfg.root, err) from None
+    parts = [torchvision_split(OxfordIIITPet, "Oxford-IIIT Pet", cfg.root, split=s)
+             for s in ("trainval", "test")]
     size = cfg.image_size
     images, labels = [], []
     for part in parts:
@@ -114,24 +171,61 @@ def load_pets(cfg: SourceConfig) -> RawDataset:
 @register("npz", needs_path=True,
           description="arrays x (uint8 NHWC) and y, or x_train/y_train/x_test/y_test")
 def load_npz(cfg: SourceConfig) -> RawDataset:
-    with np.load(cfg.path, allow_pickle=False) as z:
-        keys = set(z.files)
-        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-            x = np.concatenate([z["x_train"], z["x_test"]])
-            y = np.concatenate([z["y_train"], z["y_test"]])
-            is_test = np.repeat([False, True], [len(z["y_train"]), len(z["y_test"])])
-        elif {"x", "y"} <= keys:
-            x, y, is_test = z["x"], z["y"], None
-        else:
-            raise SalnError(f"{cfg.path} must hold arrays x and y (or x_train, y_train, x_test, y_test)")
-        classes = [str(c) for c in z["class_names"]] if "class_names" in keys else None
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise SalnError(f"{cfg.path}: x must be uint8 N x H x W x 3 (or x 1), got {x.dtype} {x.shape}")
+    x, y, is_test, classes = read_npz_arrays(cfg.path)
+    check_images(x, f"{cfg.path}: x")
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
-    y = y.astype(np.int64)
     classes = classes or [str(c) for c in range(int(y.max()) + 1)]
+    check_labels(y, len(classes), f"{cfg.path}: y")
     return RawDataset(resize_images(x, cfg.image_size), y, classes, is_test)
+
+
+def read_npz_arrays(path: str):
+    """(x, y, is_test or None, class names or None) from an npz; one line for any unreadable file."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+                parts = [(z["x_train"], z["y_train"]), (z["x_test"], z["y_test"])]
+                for (x, y), name in zip(parts, ("train", "test")):
+                    check_lengths(x, y, f"{path}: x_{name} and y_{name}")
+                x = np.concatenate([parts[0][0], parts[1][0]])
+                y = np.concatenate([parts[0][1], parts[1][1]])
+                is_test = np.repeat([False, True], [len(parts[0][1]), len(parts[1][1])])
+            elif {"x", "y"} <= keys:
+                x, y, is_test = z["x"], z["y"], None
+                check_lengths(x, y, f"{path}: x and y")
+            else:
+                raise SalnError(f"{path} must hold arrays x and y (or x_train, y_train, x_test, y_test), "
+                                f"found {', '.join(sorted(keys)) or 'none'}")
+            classes = [str(c) for c in z["class_names"]] if "class_names" in keys else None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SalnError(f"{path} is not a readable npz file ({reason}): re-create or re-copy it") from None
+    return x, y, is_test, classes
+
+
+def check_lengths(x: np.ndarray, y: np.ndarray, where: str) -> None:
+    if len(x) != len(y):
+        raise SalnError(f"{where} differ in length: {len(x)} images, {len(y)} labels")
+    if len(x) == 0:
+        raise SalnError(f"{where} are empty")
+
+
+def check_images(x: np.ndarray, where: str) -> None:
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise SalnError(f"{where} must be uint8 N x H x W x 3 (or x 1), got {x.dtype} {x.shape}")
+
+
+def check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    """Integer labels in [0, num_classes)."""
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise SalnError(f"{where} must be a 1-D array of integer labels, got {y.dtype} {y.shape}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise SalnError(f"{where} must lie in [0, {num_classes}), got labels from {y.min()} to {y.max()}")
+    return y
 
 
 @register("imagefolder", needs_path=True, description="a torchvision ImageFolder (one folder per class)")
@@ -186,7 +280,12 @@ def check_disjoint(splits: dict, n: int) -> None:
 def prepare(source: SourceConfig, split_cfg: SplitConfig, out_dir: str | Path) -> dict:
     """Load, resize, split and write one dataset; returns its summary (also meta.json)."""
     raw = DATASETS[source.kind].load(source)
+    raw.labels = raw.labels.astype(np.int64)
     splits = make_splits(raw.labels, raw.is_official_test, split_cfg)
+    empty = [s for s in ("train", "val", "test") if len(splits[s]) == 0]
+    if empty:
+        raise SalnError(f"dataset {source.name} leaves the {empty[0]} split empty "
+                        f"({len(raw.labels)} examples): use more data or other data.*_fraction values")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "images.npy", raw.images)

@@ -9,6 +9,14 @@ import torch
 
 from saln.errors import SalnError
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(value, where: str) -> str:
+    if value not in DEVICES:
+        raise SalnError(f"{where} must be one of {', '.join(DEVICES)}, got {value!r}")
+    return value
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
@@ -97,3 +105,32 @@ class IntervalClock:
     def seconds(self) -> float:
         self._fold()
         return self._seconds
+
+
+def provenance(device: torch.device) -> dict:
+    """What produced a result: library versions, device, threads and commit (for uncached metrics)."""
+    import platform
+    import subprocess
+
+    import torchvision
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(), "device": device_name(device),
+            "threads": torch.get_num_threads(), "commit": commit}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform_processor()})"
+
+
+def platform_processor() -> str:
+    import platform
+
+    return platform.processor() or platform.machine()

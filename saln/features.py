@@ -1,7 +1,13 @@
-"""Pooled backbone features of every prepared image, under the test-time transform."""
+"""Pooled backbone features of every prepared image, under the test-time transform.
+
+Besides the features SALN (and infodensity, prune, active) read, the stage records how linearly
+separable they are against the same backbone with random weights: the evidence that the
+pretrained weights are real and what they add.
+"""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,10 +15,11 @@ import torch
 from tqdm import tqdm
 
 from saln.augment import AugmentSpec, test_pipeline
-from saln.backbones import build_resnet
+from saln.backbones import ARCHS, build_model, normalisation
 from saln.config import check_weights, number, require
-from saln.device import autocast, memory_format, pick_device
+from saln.device import autocast, check_device, memory_format, pick_device
 from saln.errors import SalnError
+from saln.probe import linear_probe_accuracy
 
 
 @dataclass(frozen=True)
@@ -27,13 +34,14 @@ class FeatureConfig:
 def feature_config(params: dict) -> FeatureConfig:
     f = require(params, "features", "params")
     backbone = require(f, "backbone", "features")
-    if backbone not in ("resnet18", "resnet50"):
-        raise SalnError(f"features.backbone must be resnet18 or resnet50, got {backbone!r}")
+    if backbone not in ARCHS:
+        raise SalnError(f"features.backbone must be one of {', '.join(ARCHS)}, got {backbone!r}")
     return FeatureConfig(backbone=backbone,
                          weights=check_weights(require(f, "weights", "features"), "features.weights"),
                          batch_size=number(f, "batch_size", "features", lo=1, integer=True),
                          seed=number(f, "seed", "features", integer=True),
-                         device=require(params.get("train", {}), "device", "train"))
+                         device=check_device(require(params.get("train", {}), "device", "train"),
+                                             "train.device"))
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -56,22 +64,45 @@ def test_time_batches(images: torch.Tensor, transform: torch.nn.Module, batch_si
 
 
 @torch.no_grad()
-def extract_features(model: torch.nn.Module, images: torch.Tensor, spec: AugmentSpec,
+def extract_features(model: torch.nn.Module, images: torch.Tensor, spec: AugmentSpec, norm,
                      batch_size: int, device: torch.device, progress: bool = True) -> np.ndarray:
     """Run ``model`` (ending in global average pooling) over uint8 N x 3 x H x W images."""
     fmt = memory_format(device)
     model = model.to(device, memory_format=fmt).eval()
-    batches = test_time_batches(images, test_pipeline(spec).to(device), batch_size, device, fmt)
+    batches = test_time_batches(images, test_pipeline(spec, norm).to(device), batch_size, device, fmt)
     out = []
+    # A bar only on a terminal: in DVC's log every refresh would be a line of its own.
     for _, x in tqdm(batches, total=-(-len(images) // batch_size), desc="features",
-                     disable=not progress):
+                     disable=not (progress and sys.stderr.isatty())):
         with autocast(device):
             out.append(model(x).float().cpu())
     return torch.cat(out).numpy()
 
 
-def compute_features(images: np.ndarray, spec: AugmentSpec, cfg: FeatureConfig) -> np.ndarray:
+def compute_features(images: np.ndarray, spec: AugmentSpec, cfg: FeatureConfig,
+                     weights: str | None = None) -> np.ndarray:
+    """Features from ``cfg.backbone`` with ``weights`` (default ``cfg.weights``)."""
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = build_resnet(cfg.backbone, cfg.weights, num_classes=None)
-    return extract_features(model, images_to_tensor(images), spec, cfg.batch_size, device)
+    model = build_model(cfg.backbone, cfg.weights if weights is None else weights, num_classes=None)
+    return extract_features(model, images_to_tensor(images), spec, normalisation(cfg.backbone),
+                            cfg.batch_size, device)
+
+
+def probe_evidence(features: np.ndarray, images: np.ndarray, labels: np.ndarray, splits: dict,
+                   spec: AugmentSpec, cfg: FeatureConfig) -> dict:
+    """Linear-probe test accuracy of these features and of the same backbone with random weights.
+
+    Fit on the training split, scored on the test split. Chance is shown beside them.
+    """
+    train, test = splits["train"], splits["test"]
+
+    def probe(x: np.ndarray) -> float:
+        return linear_probe_accuracy(x[train], labels[train], x[test], labels[test])
+
+    evidence = {"backbone": cfg.backbone, "weights": cfg.weights,
+                "chance": float(np.bincount(labels[test]).max() / len(test)),
+                "probe_test_acc": probe(features)}
+    if cfg.weights != "none":
+        evidence["probe_test_acc_random_init"] = probe(compute_features(images, spec, cfg, "none"))
+    return evidence

@@ -10,17 +10,17 @@ trained on the kept examples, for several kept fractions.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from saln.config import number, require
 from saln.errors import SalnError
+from saln.probe import linear_probe_accuracy, one_blas_thread, unit_rows
 
 MODES = ("easy", "hard", "auto")
 KMEANS_RESTARTS = 3  # k-means++ restarts: fixed so a seed gives one answer
-PROBE_MAX_ITER = 1000  # logistic-regression iterations (scikit-learn default C = 1)
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,6 @@ def check_fraction(value, where: str) -> float:
 
 def prune_config(params: dict) -> PruneConfig:
     """The ``prune`` block of params.yaml, validated."""
-    from saln.config import number, require
-
     block = require(params, "prune", "params")
     fractions = require(block, "curve_fractions", "prune")
     if not isinstance(fractions, list) or not fractions:
@@ -56,33 +54,8 @@ def prune_config(params: dict) -> PruneConfig:
     )
 
 
-@contextmanager
-def one_blas_thread():
-    """Run scikit-learn's solvers on one BLAS / OpenMP thread.
-
-    The probes and k-means here solve small problems, for which extra threads only synchronise:
-    on busy shared cores, two OpenBLAS threads made one logistic-regression fit 100x slower.
-    """
-    from threadpoolctl import threadpool_limits
-
-    # Limits reach only libraries already loaded: load scipy's and scikit-learn's BLAS first.
-    import scipy.optimize  # noqa: F401
-    import sklearn.cluster  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-
-    with threadpool_limits(limits=1):
-        yield
-
-
 # ---------------------------------------------------------------------------------------------
 # Scores and orders
-
-
-def unit_rows(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float64), so k-means distances follow cosine geometry."""
-    x = np.asarray(features, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 def centroid_distances(features: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -149,24 +122,6 @@ def load_kept(directory: str | Path, mode: str, train: np.ndarray) -> np.ndarray
 
 # ---------------------------------------------------------------------------------------------
 # The cheap curve: a linear probe on the features
-
-
-def linear_probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                          test_y: np.ndarray) -> float:
-    """Test accuracy of logistic regression on standardized features (scaler fit on train_x).
-
-    A subset of a single class cannot fit a classifier; it predicts that class.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if len(np.unique(train_y)) < 2:
-        return float(np.mean(test_y == train_y[0]))
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=PROBE_MAX_ITER))
-    with one_blas_thread():
-        probe.fit(np.asarray(train_x, dtype=np.float64), train_y)
-        return float(probe.score(np.asarray(test_x, dtype=np.float64), test_y))
 
 
 def probe_curve(features: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray,

@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from saln.augment import AugmentSpec, test_pipeline
-from saln.backbones import build_resnet
-from saln.config import TrainConfig, number, require
+from saln.backbones import build_model, forward_with_embeddings, normalisation
+from saln.config import number, require
 from saln.data import Prepared
 from saln.device import autocast, memory_format, pick_device
 from saln.errors import SalnError
 from saln.features import images_to_tensor, test_time_batches
-from saln.train import RunInputs, forward_with_embeddings, train_run
+from saln.train import RunInputs, TrainConfig, train_run
 
 LOSSES_FILE, EMBEDDINGS_FILE, META_FILE = "losses.npy", "embeddings.npy", "meta.json"
 
@@ -58,7 +58,7 @@ def score_examples(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
     device = pick_device(cfg.device)
     fmt = memory_format(device, cfg.channels_last)
     model = model.to(device, memory_format=fmt).eval()
-    transform = test_pipeline(spec).to(device)
+    transform = test_pipeline(spec, normalisation(cfg.arch)).to(device)
     losses, embeddings = [], []
     for positions, x in test_time_batches(images, transform, cfg.eval_batch_size, device, fmt):
         y = labels[positions].to(device)
@@ -70,12 +70,13 @@ def score_examples(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
 
 
 def train_reference(prepared: Prepared, spec: AugmentSpec, cfg: TrainConfig, ref: ReferenceConfig,
-                    out_dir: str | Path, progress: bool = True) -> dict:
+                    out_dir: str | Path, run_dir: str | Path, progress: bool = True) -> dict:
     """Train the reference model on the reference slice and write its per-example tables.
 
-    Writes ``losses.npy`` (float32, N), ``embeddings.npy`` (float16, N x D; float16 halves the
+    Writes ``model.pt``, ``losses.npy`` (float32, N), ``embeddings.npy`` (float16, N x D; float16 halves the
     file and pairwise cosines do not need more) and ``meta.json`` into ``out_dir``; the run's own
-    files (model.pt, metrics.json, dvclive/) go to ``out_dir/run``. Returns the run's metrics.
+    files (model.pt, metrics.json, dvclive/) go to ``run_dir``, kept apart because they hold
+    timings, which would change the hash of the tables' folder on every run. Returns the run's metrics.
     """
     size = len(prepared.splits["reference"])
     if size < ref.batch_size:
@@ -84,11 +85,14 @@ def train_reference(prepared: Prepared, spec: AugmentSpec, cfg: TrainConfig, ref
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
+    out.mkdir(parents=True)
     run_cfg = replace(cfg, epochs=ref.epochs, batch_size=ref.batch_size, log_batches=())
     metrics = train_run(RunInputs(reference_view(prepared), spec), run_cfg, "standard", ref.seed,
-                        out / "run", progress=progress)
-    model = build_resnet(cfg.arch, "none", prepared.num_classes)
-    model.load_state_dict(torch.load(out / "run" / "model.pt", map_location="cpu", weights_only=True))
+                        run_dir, progress=progress)
+    model = build_model(cfg.arch, "none", prepared.num_classes)
+    # The weights join the cached tables; the run folder keeps only its (uncached) logs and timings.
+    shutil.move(Path(run_dir) / "model.pt", out / "model.pt")
+    model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
     losses, embeddings = score_examples(model, images_to_tensor(prepared.images),
                                         torch.from_numpy(prepared.labels), spec, cfg)
     np.save(out / LOSSES_FILE, losses.astype(np.float32))

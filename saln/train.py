@@ -10,6 +10,7 @@ partial batch of every epoch is dropped (for every method alike), so each step s
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +20,72 @@ import torch.nn.functional as F
 from torch import nn
 
 from saln.augment import AugmentSpec, test_pipeline, train_pipeline
-from saln.backbones import build_resnet
-from saln.config import TrainConfig
+from saln.backbones import ARCHS, build_model, forward_with_embeddings, normalisation
+from saln.config import batch_numbers, check_weights, number, require
 from saln.data import Prepared
-from saln.device import IntervalClock, Stopwatch, autocast, memory_format, pick_device
+from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memory_format, pick_device,
+                         provenance)
 from saln.errors import SalnError
 from saln.features import images_to_tensor, test_time_batches
 from saln.selection import LearnerView, SelectionBatch, Selector, build
+
+
+class DivergedError(SalnError):
+    """The training loss became non-finite: the run stops and writes no metrics."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run's knobs (see params.yaml's ``train`` and ``model`` blocks for their meaning)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    filter_ratio: float
+    eval_batch_size: int
+    log_batches: tuple[int, ...]
+    device: str
+    bf16: bool
+    channels_last: bool
+    compile: bool
+    arch: str
+    weights: str
+
+    @property
+    def keep(self) -> int:
+        """Images kept from a full batch: int(B * (1 - filter_ratio)), as in Algorithm 1."""
+        return int(self.batch_size * (1 - self.filter_ratio))
+
+
+def train_config(params: dict) -> TrainConfig:
+    t = require(params, "train", "params")
+    model = require(params, "model", "params")
+    arch = require(model, "arch", "model")
+    if arch not in ARCHS:
+        raise SalnError(f"model.arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    cfg = TrainConfig(
+        epochs=number(t, "epochs", "train", lo=1, integer=True),
+        batch_size=number(t, "batch_size", "train", lo=1, integer=True),
+        lr=number(t, "lr", "train", lo=0, lo_open=True),
+        momentum=number(t, "momentum", "train", lo=0, hi=1, hi_open=True),
+        weight_decay=number(t, "weight_decay", "train", lo=0),
+        filter_ratio=number(t, "filter_ratio", "train", lo=0, hi=1, hi_open=True),
+        eval_batch_size=number(t, "eval_batch_size", "train", lo=1, integer=True),
+        log_batches=batch_numbers(require(t, "log_batches", "train"), "train.log_batches"),
+        device=check_device(require(t, "device", "train"), "train.device"),
+        bf16=bool(require(t, "bf16", "train")),
+        channels_last=bool(require(t, "channels_last", "train")),
+        compile=bool(require(t, "compile", "train")),
+        arch=arch,
+        weights=check_weights(require(model, "weights", "model"), "model.weights"),
+    )
+    # BatchNorm in train mode cannot normalise a single image, so a selector must keep >= 2.
+    if cfg.keep < 2:
+        raise SalnError(f"train.batch_size * (1 - train.filter_ratio) keeps {cfg.keep} image(s) per "
+                        "batch; BatchNorm needs at least 2: raise batch_size or lower filter_ratio")
+    return cfg
 
 
 @dataclass
@@ -45,22 +105,8 @@ class RunInputs:
 class Counters:
     backprop: int = 0  # images forwarded with gradient and back-propagated
     scored: int = 0  # images forwarded without gradient to score them for selection
+    keep_per_batch: int = 0
     history: list[dict] = field(default_factory=list)
-
-
-def forward_with_embeddings(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and the penultimate (pooled) features of a torchvision ResNet."""
-    captured = {}
-
-    def keep_input(module, inputs, output) -> None:  # returning a value would replace fc's output
-        captured["emb"] = inputs[0]
-
-    hook = model.fc.register_forward_hook(keep_input)
-    try:
-        logits = model(x)
-    finally:
-        hook.remove()
-    return logits, captured["emb"]
 
 
 @torch.no_grad()
@@ -165,7 +211,8 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
     seed_everything(seed)
     selector = build(method, **inputs.selector_options)
     fmt = memory_format(device, cfg.channels_last)
-    model = build_resnet(cfg.arch, cfg.weights, inputs.prepared.num_classes).to(device, memory_format=fmt)
+    model = build_model(cfg.arch, cfg.weights, inputs.prepared.num_classes).to(device, memory_format=fmt)
+    norm = normalisation(cfg.arch)
     return Trainer(
         model=model,
         step_model=torch.compile(model) if cfg.compile else model,
@@ -179,8 +226,8 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
                                  "reference losses", device),
         ref_embeddings=_device_table(inputs.reference_embeddings, selector.needs_reference_embeddings,
                                      "reference embeddings", device),
-        train_tf=train_pipeline(inputs.spec).to(device),
-        test_tf=test_pipeline(inputs.spec).to(device),
+        train_tf=train_pipeline(inputs.spec, norm).to(device),
+        test_tf=test_pipeline(inputs.spec, norm).to(device),
         generator=torch.Generator(device=device).manual_seed(seed),
         device=device, fmt=fmt, bf16=cfg.bf16, keep=cfg.keep,
         select_clock=IntervalClock(device),
@@ -189,79 +236,132 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
 
 def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_dir: str | Path,
               progress: bool = True) -> dict:
-    """Train one (dataset, method, seed) run; writes metrics.json, model.pt, selections.npz, dvclive/."""
+    """Train one (dataset, method, seed) run; writes metrics.json, model.pt, selections.npz, dvclive/.
+
+    Every epoch, and once before training (epoch 0), the learner is evaluated on the validation
+    and test splits, so accuracy can be read against epochs, images back-propagated and seconds.
+    A non-finite loss raises ``DivergedError`` at once, before anything is written.
+    """
     from dvclive import Live
-    from tqdm import tqdm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
-    split = {k: torch.from_numpy(v).long().to(device) for k, v in inputs.prepared.splits.items()}
-    if inputs.train_subset is not None:  # a pruned training split (stage prune)
-        split["train"] = torch.from_numpy(np.asarray(inputs.train_subset)).long().to(device)
+    split = run_splits(inputs, device)
     n_batches = len(split["train"]) // cfg.batch_size
     if n_batches == 0:
         raise SalnError(f"the training split has {len(split['train'])} images, fewer than "
                         f"train.batch_size={cfg.batch_size}")
     trainer = build_trainer(inputs, cfg, method, seed, device)
-    model, images, labels, generator = trainer.model, trainer.images, trainer.labels, trainer.generator
-
-    train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
+    clocks = {"train": Stopwatch(device), "eval": Stopwatch(device)}
     counts, logged = Counters(), {"batch": [], "indices": [], "kept": []}
+    out.mkdir(parents=True, exist_ok=True)
     live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
-    model.train()
-    for epoch in range(cfg.epochs):
-        order = split["train"][torch.randperm(len(split["train"]), generator=generator, device=device)]
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        with train_clock():
-            for b in tqdm(range(n_batches), desc=f"{method} epoch {epoch + 1}/{cfg.epochs}",
-                          disable=not progress, leave=False):
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                step = trainer.step(idx)
-                counts.scored += step.scored
-                if epoch == 0 and b in cfg.log_batches:
-                    _log_selection(logged, b, idx, step.positions)
-                loss_sum += step.loss * len(step.kept)
-                correct += step.correct
-                seen += len(step.kept)
-        counts.backprop += seen
-        with eval_clock():
-            val_loss, val_acc = evaluate(model, images, labels, split["val"], trainer.test_tf,
-                                         cfg.eval_batch_size, device, cfg.bf16, trainer.fmt)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
-               "val_loss": val_loss, "val_acc": val_acc, "train_seconds": train_clock.seconds,
-               "images_backprop": counts.backprop, "images_scored": counts.scored}
-        counts.history.append(row)
-        for key, value in row.items():
-            if key != "epoch":
-                live.log_metric(key, value)
-        live.next_step()
+    log_epoch(live, counts, epoch_row(trainer, split, cfg, 0, None, counts, clocks))
+    for epoch in range(1, cfg.epochs + 1):
+        with clocks["train"]():
+            fit = train_epoch(trainer, split["train"], cfg, method, epoch, n_batches, counts, logged,
+                              progress)
+        row = epoch_row(trainer, split, cfg, epoch, fit, counts, clocks)
+        log_epoch(live, counts, row)
+        report_epoch(method, cfg.epochs, row, progress)
     live.end()
-
-    with eval_clock():
-        test_loss, test_acc = evaluate(model, images, labels, split["test"], trainer.test_tf,
-                                       cfg.eval_batch_size, device, cfg.bf16, trainer.fmt)
-    last = counts.history[-1]
-    metrics = {
-        "test_acc": test_acc, "test_loss": test_loss,
-        "train_acc": last["train_acc"], "train_loss": last["train_loss"],
-        "val_acc": last["val_acc"], "val_loss": last["val_loss"],
-        "best_val_acc": max(r["val_acc"] for r in counts.history),
-        "train_seconds": train_clock.seconds, "selection_seconds": trainer.select_clock.seconds,
-        "eval_seconds": eval_clock.seconds,
-        "images_backprop": counts.backprop, "images_scored": counts.scored,
-        "images_forwarded": counts.backprop + counts.scored,
-        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "keep_per_batch": len(step.kept),
-        "seed": seed, "train_images": len(split["train"]),
-    }
-    torch.save(model.state_dict(), out / "model.pt")
+    metrics = final_metrics(counts, clocks, trainer, cfg, seed, len(split["train"]), device)
+    torch.save(trainer.model.state_dict(), out / "model.pt")
     np.savez(out / "selections.npz", batch=np.asarray(logged["batch"], dtype=np.int64),
              indices=np.asarray(logged["indices"], dtype=np.int64).reshape(-1, cfg.batch_size),
              kept=np.asarray(logged["kept"], dtype=bool).reshape(-1, cfg.batch_size))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def run_splits(inputs: RunInputs, device: torch.device) -> dict[str, torch.Tensor]:
+    split = {k: torch.from_numpy(v).long().to(device) for k, v in inputs.prepared.splits.items()}
+    if inputs.train_subset is not None:  # a pruned training split (stage prune)
+        split["train"] = torch.from_numpy(np.asarray(inputs.train_subset)).long().to(device)
+    return split
+
+
+def train_epoch(trainer: Trainer, train_split: torch.Tensor, cfg: TrainConfig, method: str, epoch: int,
+                n_batches: int, counts: Counters, logged: dict, progress: bool) -> dict:
+    """One pass over the shuffled training split (last partial batch dropped); stops on a non-finite loss."""
+    from tqdm import tqdm
+
+    order = train_split[torch.randperm(len(train_split), generator=trainer.generator,
+                                       device=trainer.device)]
+    loss_sum = torch.zeros((), device=trainer.device)
+    correct = torch.zeros((), device=trainer.device, dtype=torch.long)
+    seen = 0
+    # In a log (DVC's non-TTY output) a bar would print a line per refresh: report_epoch says it once.
+    bar = tqdm(range(n_batches), desc=f"{method} epoch {epoch}/{cfg.epochs}", leave=False,
+               disable=not (progress and sys.stderr.isatty()))
+    for b in bar:
+        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        step = trainer.step(idx)
+        if not bool(torch.isfinite(step.loss)):
+            raise DivergedError(f"loss became non-finite at epoch {epoch}, step {b + 1} with train.lr="
+                                f"{cfg.lr}: lower the learning rate")
+        counts.scored += step.scored
+        if epoch == 1 and b in cfg.log_batches:
+            _log_selection(logged, b, idx, step.positions)
+        loss_sum += step.loss * len(step.kept)
+        correct += step.correct
+        seen += len(step.kept)
+        counts.keep_per_batch = len(step.kept)
+    counts.backprop += seen
+    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+
+
+def epoch_row(trainer: Trainer, split: dict, cfg: TrainConfig, epoch: int, fit: dict | None,
+              counts: Counters, clocks: dict) -> dict:
+    """One point of the curves: after ``epoch`` epochs (0 = the model before training)."""
+    row = {"epoch": epoch, **(fit or {})}
+    with clocks["eval"]():
+        for name in ("val", "test"):
+            row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
+                trainer.model, trainer.images, trainer.labels, split[name], trainer.test_tf,
+                cfg.eval_batch_size, trainer.device, cfg.bf16, trainer.fmt)
+    row.update(train_seconds=clocks["train"].seconds, images_backprop=counts.backprop,
+               images_scored=counts.scored)
+    return row
+
+
+def log_epoch(live, counts: Counters, row: dict) -> None:
+    counts.history.append(row)
+    for key, value in row.items():
+        live.log_metric(key, value)
+    live.next_step()
+
+
+def report_epoch(method: str, epochs: int, row: dict, progress: bool) -> None:
+    if progress:
+        print(f"{method} epoch {row['epoch']}/{epochs}: train_loss {row['train_loss']:.4f}, "
+              f"val_acc {row['val_acc']:.4f}, test_acc {row['test_acc']:.4f}, "
+              f"{row['train_seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
+def final_metrics(counts: Counters, clocks: dict, trainer: Trainer, cfg: TrainConfig, seed: int,
+                  train_images: int, device: torch.device) -> dict:
+    last, trained = counts.history[-1], counts.history[1:]
+    return {
+        "test_acc": last["test_acc"], "test_loss": last["test_loss"],
+        "train_acc": last["train_acc"], "train_loss": last["train_loss"],
+        "val_acc": last["val_acc"], "val_loss": last["val_loss"],
+        "best_val_acc": max(r["val_acc"] for r in trained),
+        "train_seconds": clocks["train"].seconds, "selection_seconds": trainer.select_clock.seconds,
+        "eval_seconds": clocks["eval"].seconds,
+        "images_backprop": counts.backprop, "images_scored": counts.scored,
+        "images_forwarded": counts.backprop + counts.scored,
+        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "keep_per_batch": counts.keep_per_batch,
+        "lr": cfg.lr, "seed": seed, "train_images": train_images,
+        "provenance": provenance(device),
+    }
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Strict JSON (a NaN is refused, not written as a bare token), replaced atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
 
 
 def _device_table(table: np.ndarray | None, needed: bool, what: str, device: torch.device):

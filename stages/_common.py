@@ -1,5 +1,6 @@
 """Shared by the stage scripts: run from the repo root with the package importable without install."""
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -8,11 +9,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def dataset_args(description: str):
-    """The arguments of a per-dataset stage: --dataset and --params."""
-    import argparse
-
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """--dataset and --params, the arguments of every per-dataset stage; callers may add more."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", required=True, help="a key of data.sources")
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    return parser.parse_args()
+    return parser
+
+
+def dataset_args(description: str) -> argparse.Namespace:
+    return stage_parser(description).parse_args()

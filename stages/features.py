@@ -1,7 +1,8 @@
-"""Stage features: pooled backbone features of every image of one prepared dataset."""
+"""Stage features: pooled backbone features of every image of one prepared dataset, and a linear
+probe of them against the same backbone with random weights."""
 
-import _common  # noqa: F401
-import argparse
+import _common
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +11,29 @@ from saln.augment import load_spec
 from saln.config import load_params
 from saln.data import load_prepared
 from saln.errors import one_line_errors
-from saln.features import compute_features, feature_config
+from saln.features import compute_features, feature_config, probe_evidence
 
 
 @one_line_errors
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    args = parser.parse_args()
-    cfg = feature_config(load_params())
+    args = _common.dataset_args(__doc__)
+    cfg = feature_config(load_params(args.params))
     prepared = load_prepared(f"data/prepared/{args.dataset}")
-    features = compute_features(prepared.images, load_spec("results/augment/config.json"), cfg)
+    spec = load_spec("results/augment/config.json")
+    features = compute_features(prepared.images, spec, cfg)
     out = Path(f"data/features/{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
     # float16 halves the file; selection computes in float64 anyway.
     np.save(out / "features.npy", features.astype(np.float16))
-    print(f"{args.dataset}: features {features.shape} from {cfg.backbone} (weights: {cfg.weights})")
+    evidence = probe_evidence(features, prepared.images, prepared.labels, prepared.splits, spec, cfg)
+    probe_file = Path(f"results/features/{args.dataset}/probe.json")
+    probe_file.parent.mkdir(parents=True, exist_ok=True)
+    probe_file.write_text(json.dumps(evidence, indent=2) + "\n")
+    random_init = evidence.get("probe_test_acc_random_init")
+    print(f"{args.dataset}: features {features.shape} from {cfg.backbone} (weights: {cfg.weights}); "
+          f"linear probe test accuracy {evidence['probe_test_acc']:.3f}"
+          + (f" vs {random_init:.3f} with random weights" if random_init is not None else "")
+          + f" (chance {evidence['chance']:.3f})")
 
 
 if __name__ == "__main__":

@@ -1,30 +1,35 @@
-"""Stage report: reports/report.md (paper vs ours: tables, figures, claims; beyond the paper: results/prune,
-results/active) and reports/metrics.md."""
+"""Stage report: <out>/report.md (paper vs ours: Tables 1-16, claims at equal epochs / images / seconds,
+best learning rates, figures; beyond the paper: results/prune, results/active), <out>/metrics.md,
+<out>/tables/*.csv and <out>/figures/*.png.
+
+    python stages/report.py                        # writes reports/
+    python stages/report.py --out reports/cifar10_subset
+"""
 
 import _common  # noqa: F401
+import argparse
 from pathlib import Path
 
-from saln.config import dataset_names, load_params, method_names, seeds, train_config
+from saln.config import load_params
 from saln.errors import one_line_errors
-from saln.report.build import build_report
-from saln.report.runs import collect_runs
-from saln.report.summary import metrics_markdown
+from saln.report.build import Roots, build_report
+from saln.report.regime import regime_from_params
 
-OUT_DIR = Path("reports")
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="reports", help="output folder (default reports)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    return parser.parse_args(argv)
 
 
 @one_line_errors
-def main() -> None:
-    params = load_params()
-    datasets, methods, seed_list = dataset_names(params), method_names(params), seeds(params)
-    cfg = train_config(params)
-    OUT_DIR.mkdir(exist_ok=True)
-    runs = collect_runs(datasets, methods, seed_list)
-    (OUT_DIR / "metrics.md").write_text(metrics_markdown(runs, datasets, methods))
-    keep_fraction = (params.get("prune") or {}).get("keep_fraction")  # where the prune_* runs are marked
-    build_report(datasets, methods, seed_list, cfg.filter_ratio, list(cfg.log_batches), out_dir=OUT_DIR,
-                 keep_fraction=keep_fraction)
-    print(f"reports/report.md, reports/metrics.md: {len(runs)} runs")
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    regime = regime_from_params(load_params(args.params))
+    out = Path(args.out)
+    runs = build_report(regime, Roots(out=out), command=f"python stages/report.py --out {out.as_posix()}")
+    print(f"{out.as_posix()}/report.md, {out.as_posix()}/metrics.md: {len(runs)} runs")
 
 
 if __name__ == "__main__":

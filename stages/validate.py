@@ -3,7 +3,8 @@
 import _common  # noqa: F401
 from pathlib import Path
 
-from saln.config import load_params, validate_all
+from saln.config import load_params
+from saln.validate import validate_all
 from saln.errors import one_line_errors
 
 

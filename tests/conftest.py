@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saln.config import load_params, source_config, split_config
-from saln.data import load_prepared, prepare
+from saln.config import load_params
+from saln.data import load_prepared, prepare, source_config, split_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10_subset.npz"

@@ -2,7 +2,9 @@
 
 import pytest
 
-from saln.config import source_config, train_config, validate_all
+from saln.data import source_config
+from saln.train import train_config
+from saln.validate import validate_all
 from saln.errors import SalnError
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from saln.config import SplitConfig, SourceConfig
+from saln.data import SourceConfig, SplitConfig
 from saln.data import DATASETS, load_prepared, make_splits, prepare
 from saln.errors import SalnError
 from tests.conftest import write_npz

@@ -13,7 +13,9 @@ import torch
 import yaml
 
 from saln.augment import AugmentSpec
-from saln.config import SplitConfig, TrainConfig, validate_all
+from saln.data import SplitConfig
+from saln.train import TrainConfig
+from saln.validate import validate_all
 from saln.data import Prepared, make_splits
 from saln.errors import SalnError
 from saln.reference import load_reference, reference_view, train_reference, ReferenceConfig
@@ -130,10 +132,9 @@ def test_greedy_is_top_keep_and_the_sampler_limit():
 
 
 def test_forward_with_embeddings_leaves_the_logits_alone():
-    from saln.backbones import build_resnet
-    from saln.train import forward_with_embeddings
+    from saln.backbones import build_model, forward_with_embeddings
 
-    model = build_resnet("resnet18", "none", 5).eval()
+    model = build_model("resnet18", "none", 5).eval()
     x = torch.randn(3, 3, 8, 8, generator=generator(0))
     with torch.no_grad():
         logits, embeddings = forward_with_embeddings(model, x)
@@ -275,8 +276,7 @@ def tiny_prepared(n: int = 160, classes: int = 3, size: int = 8) -> Prepared:
 
 def tiny_spec() -> AugmentSpec:
     return AugmentSpec(resize=8, hflip=0.5, rotation=10, brightness=0.1, contrast=0.1,
-                       saturation=0.1, hue=0.05, test_resize=8, test_crop=8,
-                       mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+                       saturation=0.1, hue=0.05, test_resize=8, test_crop=8)
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -314,7 +314,7 @@ def test_reference_then_jest_joint_train_only_on_training_indices(tmp_path, monk
     prepared, spec = tiny_prepared(), tiny_spec()
     ref_metrics = train_reference(prepared, spec, tiny_config(),
                                   ReferenceConfig(epochs=1, batch_size=16, seed=0),
-                                  tmp_path / "reference", progress=False)
+                                  tmp_path / "reference", tmp_path / "reference_run", progress=False)
     losses, embeddings = load_reference(tmp_path / "reference", embeddings=True)
     assert losses.shape == (len(prepared.labels),) and np.isfinite(losses).all()
     # The table holds the same losses the reference run's own test evaluation saw.

@@ -2,7 +2,7 @@
 
 import yaml
 
-from saln.config import validate_all
+from saln.validate import validate_all
 from saln.presets import flatten, set_param_flags
 from tests.conftest import ROOT
 

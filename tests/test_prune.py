@@ -12,8 +12,8 @@ import torch
 import yaml
 
 from saln.errors import SalnError
-from saln.prune import (centroid_distances, kept_count, kept_subsets, linear_probe_accuracy,
-                        load_kept, prune_config, prune_order, resolve_mode)
+from saln.probe import linear_probe_accuracy
+from saln.prune import (centroid_distances, kept_count, kept_subsets, load_kept, prune_config, prune_order, resolve_mode)
 from saln.selection import REGISTRY, SelectionBatch, build
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saln import augment
-from saln.config import train_config
+from saln.train import train_config
 from saln.errors import SalnError
 from saln.train import RunInputs, train_run
 
@@ -15,6 +15,7 @@ from saln.train import RunInputs, train_run
 def tiny_config(params, **overrides):
     params["train"].update({"epochs": 1, "batch_size": 40, "filter_ratio": 0.8, "log_batches": [0, 2],
                             "device": "cpu", **overrides})
+    params["model"].update(arch="resnet18", weights="none")  # small and fast; the loop is arch-generic
     return train_config(params)
 
 
@@ -43,7 +44,8 @@ def test_run_writes_metrics_model_selections_and_curves(params, digits16, tmp_pa
     assert np.isin(logged["indices"], digits16.splits["train"]).all()
 
     curve = (tmp_path / "dvclive/plots/metrics/val_acc.tsv").read_text().splitlines()
-    assert curve[0].split("\t") == ["step", "val_acc"] and len(curve) == 2
+    # One point before training (step 0) and one per epoch.
+    assert curve[0].split("\t") == ["step", "val_acc"] and len(curve) == 2 + cfg.epochs
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     assert state["fc.weight"].shape == (10, 512)
 

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from saln.report.markdown import markdown_table
 from saln.report.runs import Stat, stat
 
 PAPER_GROUP, CONTROL_GROUP, BEYOND_GROUP = "paper method", "control", "beyond the paper"
 GROUPS = (PAPER_GROUP, CONTROL_GROUP, BEYOND_GROUP)
-# Selectors defined in these modules are the beyond-paper ones; every other non-paper method is a control.
-BEYOND_MODULES = ("saln.selection.uncertainty", "saln.selection.prune")
+# Told apart by name (the report imports no selector code): prune_* train on a pruned subset and the
+# uncertainty selectors pick per batch, both beyond the paper; every other non-paper method is a control.
+UNCERTAINTY = ("maxent", "infodensity")
 PRUNE_MODES = ("easy", "hard", "random")   # the linear-probe curve's subsets
 
 
@@ -73,10 +75,18 @@ class MethodRow:
 def method_group(method: str, paper_methods: list[str]) -> str:
     if method in paper_methods:
         return PAPER_GROUP
-    from saln.selection import REGISTRY  # imports torch: only here
+    return BEYOND_GROUP if selects_subset(method) or method in UNCERTAINTY else CONTROL_GROUP
 
-    cls = REGISTRY.get(method)
-    return BEYOND_GROUP if cls is not None and cls.__module__ in BEYOND_MODULES else CONTROL_GROUP
+
+def selects_subset(method: str) -> bool:
+    """prune_* methods train on a subset chosen once; every other method selects within each batch."""
+    return method.startswith("prune_")
+
+
+def selects(method: str) -> str:
+    if method == "standard":
+        return "nothing (every image)"
+    return "a subset, once" if selects_subset(method) else "per batch"
 
 
 def _stat_of(runs: list[dict], key: str) -> Stat:
@@ -102,12 +112,10 @@ def _format(s: Stat, column: Column) -> str:
 
 
 def methods_markdown(rows: list[MethodRow]) -> str:
-    header = ["group", "method"] + [f"{c.label}: mean ± std (n)" for c in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row.group, row.method] + [_format(row.stats[c.key], c) for c in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    header = ["group", "method", "selects"] + [f"{c.label}: mean ± std (n)" for c in COLUMNS]
+    return markdown_table(header, [
+        [row.group, row.method, selects(row.method)]
+        + [_format(row.stats[c.key], c) for c in COLUMNS] for row in rows])
 
 
 def write_methods_csv(dataset: str, rows: list[MethodRow], path: str | Path) -> None:
@@ -186,13 +194,10 @@ def _ms(value: float) -> str:
 def active_markdown(rows: list[ActiveRow], budgets: list[int]) -> str:
     header = (["strategy"] + [f"test acc (%) at {b} labels" for b in budgets]
               + ["selection ms / round (mean)", "candidates / round (mean)", "index build ms (once)"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        cells = ([r.strategy] + [_pct(a) for a in r.acc_at]
-                 + [_ms(r.selection_seconds), "—" if r.candidates != r.candidates else f"{r.candidates:.0f}",
-                    _ms(r.index_seconds)])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(header, [
+        [r.strategy] + [_pct(a) for a in r.acc_at]
+        + [_ms(r.selection_seconds), "—" if r.candidates != r.candidates else f"{r.candidates:.0f}",
+           _ms(r.index_seconds)] for r in rows])
 
 
 def write_active_csv(dataset: str, rows: list[ActiveRow], budgets: list[int], path: str | Path) -> None:
@@ -251,12 +256,9 @@ def resnet_points(runs: list[dict], dataset: str, methods: list[str]) -> dict[st
 def prune_markdown(curve: PruneCurve) -> str:
     header = ["kept fraction", "kept images", "prune_auto keeps"] + [
         f"linear probe test acc (%): {mode}-kept" for mode in curve.acc]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for i, fraction in enumerate(curve.fractions):
-        cells = [f"{fraction:g}", str(curve.kept[i]), curve.auto_mode[i] or "—"]
-        cells += [_pct(accs[i]) for accs in curve.acc.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(header, [
+        [f"{fraction:g}", str(curve.kept[i]), curve.auto_mode[i] or "—"]
+        + [_pct(accs[i]) for accs in curve.acc.values()] for i, fraction in enumerate(curve.fractions)])
 
 
 def write_prune_csv(dataset: str, curve: PruneCurve, path: str | Path) -> None:

@@ -28,6 +28,8 @@ class Inputs:
     dirs: Dirs
     prune_root: Path
     active_root: Path
+    learner: str                  # what the train matrix trains, e.g. 'ResNet-18 from scratch'
+    styles: dict                  # method -> colour and marker (figures.method_styles)
 
 
 @dataclass
@@ -37,16 +39,17 @@ class Written:
 
 
 def beyond_section(runs: list[dict], paper_methods: list[str], datasets: list[str], methods: list[str],
-                   keep_fraction: float | None, dirs: Dirs, prune_root=PRUNE_ROOT,
-                   active_root=ACTIVE_ROOT) -> Written:
+                   keep_fraction: float | None, dirs: Dirs, prune_root=PRUNE_ROOT, active_root=ACTIVE_ROOT,
+                   learner: str = "learner", styles: dict | None = None) -> Written:
     """The whole section, one subsection per configured dataset."""
     out = Written([f"## {TITLE}", "",
                    "SALN and JEST next to the in-batch uncertainty selectors (`maxent`, `infodensity`), "
                    "training on a prototype-pruned split (`prune_easy`, `prune_hard`, `prune_auto`), "
                    "simulated active learning (stage `active`) and pruning curves (stage `prune`). "
                    "The last two fit a linear probe (logistic regression) on the extracted features, "
-                   "not the ResNet-18 of the train matrix.", ""])
-    inputs = Inputs(runs, paper_methods, methods, keep_fraction, dirs, Path(prune_root), Path(active_root))
+                   f"not the {learner} of the train matrix.", ""])
+    inputs = Inputs(runs, paper_methods, methods, keep_fraction, dirs, Path(prune_root), Path(active_root),
+                    learner, styles or {})
     for dataset in datasets:
         out.lines += [f"### `{dataset}`", ""]
         for part in (_methods_part, _active_part, _prune_part):
@@ -59,7 +62,7 @@ def _note(out: Written, text: str) -> None:
 
 
 def _methods_part(out: Written, dataset: str, i: Inputs) -> None:
-    out.lines += ["#### Every method of the train matrix (ResNet-18)", ""]
+    out.lines += [f"#### Every method of the train matrix ({i.learner})", ""]
     rows = beyond.method_rows(i.runs, dataset, i.methods, i.paper_methods)
     if not rows:
         _note(out, f"No finished run on {dataset}: stage `train` has not run for it.")
@@ -112,18 +115,18 @@ def _prune_part(out: Written, dataset: str, i: Inputs) -> None:
     fraction = i.keep_fraction if i.keep_fraction is not None else written_fraction
     points = beyond.resnet_points(i.runs, dataset, i.methods) if fraction is not None else {}
     out.lines += ["Lines: a linear probe on the extracted features trained on the easiest (closest to a "
-                  "k-means centroid), hardest, or randomly chosen kept examples. Points: ResNet-18 runs of "
+                  f"k-means centroid), hardest, or randomly chosen kept examples. Points: {i.learner} runs of "
                   f"the train matrix on the split pruned at prune.keep_fraction = {fraction}.", "",
                   beyond.prune_markdown(curve), ""]
     if written_fraction is not None and fraction is not None and written_fraction != fraction:
         _note(out, f"summary.json was written with keep_fraction {written_fraction}, params say {fraction}: "
                    "stage `prune` is stale.")
     if not points:
-        _note(out, f"No prune_easy / prune_hard / prune_auto run finished on {dataset}: no ResNet-18 points.")
+        _note(out, f"No prune_easy / prune_hard / prune_auto run finished on {dataset}: no {i.learner} points.")
     out.csv_files.append(f"{dataset}_pruning_curve.csv")
     beyond.write_prune_csv(dataset, curve, i.dirs.tables / out.csv_files[-1])
-    path = figures.plot_pruning_curve(curve.fractions, curve.acc, points, fraction, dataset,
-                                      i.dirs.figures / f"{dataset}_pruning_curve.png")
+    path = figures.plot_pruning_curve(curve.fractions, curve.acc, points, fraction, dataset, i.learner,
+                                      i.styles, i.dirs.figures / f"{dataset}_pruning_curve.png")
     caption = (f"{dataset}: kept fraction vs test accuracy, linear probe on the features (lines) and "
-               "ResNet-18 prune_* runs (points)")
+               f"{i.learner} prune_* runs (points)")
     out.lines += figure_lines(Figure("", caption, path), i.dirs.out)

@@ -1,114 +1,188 @@
-"""The paper's headline claims, what our runs measured, and a verdict for each."""
+"""The paper's claims, each with a verdict at (a) equal epochs, (b) equal images back-propagated and
+(c) equal training seconds, against the paper's baseline and against the random control."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from saln.report.compare import Comparison, clearly_positive, compare
-from saln.report.paper import Paper
+from saln.report.budget import COSTS, AtBudget, at_budget
+from saln.report.compare import LOSS, TIE, WIN, diff_se, two_se
+from saln.report.history import History, read_history
+from saln.report.markdown import markdown_table
+from saln.report.runs import Stat, stat
 
-SUPPORTED, NOT_SUPPORTED, NOT_TESTED = "supported", "not supported", "not tested by this run"
-
-RULE = ("A difference counts when it exceeds two standard errors of the difference of the means over "
-        "seeds (with a single seed per method: when it is above zero). Speedups are ratios of means: "
-        "standard's training seconds (or images back-propagated) over the method's.")
+METHOD, CONTROL = "saln", "random"
+BUDGETS = [  # (cost, column header, short name)
+    ("epoch", "(a) equal epochs (final epoch)", "equal epochs"),
+    ("images_backprop", "(b) equal images back-propagated", "equal images"),
+    ("train_seconds", "(c) equal training seconds", "equal seconds"),
+]
+RULE = ("A difference counts when it exceeds two standard errors of the difference of the means over seeds "
+        "(SE = √(s²ₐ/nₐ + s²ᵦ/nᵦ), sample std s); otherwise the cell reads *tie (within 2 SE)*. With one seed "
+        "per method there is no spread and the rule reduces to the sign. (a) compares the runs' final "
+        "epoch (the stated policy: every method trains train.epochs epochs). (b) and (c): for a pair, the "
+        "budget is the smaller of the two methods' final cost (each method's smallest final over its seeds, "
+        "so no seed is extrapolated); each seed's per-epoch accuracy curve is interpolated linearly in cost "
+        "at that budget, then averaged over seeds. A claim holding at one budget and failing at another "
+        "reads *mixed*.")
 
 
 @dataclass(frozen=True)
-class Claim:
-    text: str       # the paper's claim
-    measured: str   # what our runs measured
-    verdict: str
-    note: str       # scope, and what would test it (further)
+class ClaimSpec:
+    number: int
+    text: str
+    quantity: str     # accuracy | speed
+    baseline: str
 
 
-def _speed(c: Comparison) -> str:
-    return (f"{c.dataset}: {c.time_speedup:.2f}× by seconds ({c.seconds_saved:+.1f} ± "
-            f"{c.seconds_saved_se:.1f} s saved), {c.image_speedup:.2f}× by images back-propagated "
-            f"(bound {c.bound:.2f}×)")
+CLAIMS = [
+    ClaimSpec(1, "SALN reaches higher accuracy than standard training", "accuracy", "standard"),
+    ClaimSpec(2, "SALN trains faster than standard training", "speed", "standard"),
+    ClaimSpec(3, "SALN beats JEST: higher accuracy", "accuracy", "jest"),
+    ClaimSpec(3, "SALN beats JEST: shorter training", "speed", "jest"),
+]
+SPEED_NOTE = ("Speed: (a) training seconds saved for the same epochs; (b) seconds saved at the same number of "
+              "images back-propagated (the selection's scoring is paid here); (c) at equal seconds, faster "
+              "means more accurate in the same time (accuracy gain at the seconds budget, as claim 1 (c)).")
 
 
-def _gain(c: Comparison) -> str:
-    return f"{c.dataset}: {c.acc_gain:+.2f} ± {c.acc_gain_se:.2f} pp test accuracy (n={c.n[0]} vs {c.n[1]})"
+@dataclass(frozen=True)
+class Group:
+    """One method's finished runs on one dataset (metrics.json + dir) and their per-epoch histories."""
+
+    runs: list[dict]
+    histories: list[History]
 
 
-def _all(comps: list[Comparison], holds) -> str:
-    return SUPPORTED if all(holds(c) for c in comps) else NOT_SUPPORTED
+def group_runs(runs: list[dict]) -> dict[str, Group]:
+    """method -> Group, for runs of one dataset."""
+    by_method: dict[str, list[dict]] = {}
+    for run in runs:
+        by_method.setdefault(run["method"], []).append(run)
+    return {m: Group(rs, [read_history(r["dir"]) for r in rs]) for m, rs in by_method.items()}
 
 
-def _faster(c: Comparison) -> bool:
-    return clearly_positive(c.seconds_saved, c.seconds_saved_se)
+def accuracy_metric(groups: dict[str, Group]) -> str:
+    """test_acc when every run logged it per epoch, else val_acc (runs from before the change)."""
+    histories = [h for g in groups.values() for h in g.histories]
+    has_test = histories and all(len(h.series("epoch", "test_acc")[0]) for h in histories)
+    return "test_acc" if has_test else "val_acc"
 
 
-def _better(c: Comparison) -> bool:
-    return clearly_positive(c.acc_gain, c.acc_gain_se)
+def data_notes(groups: dict[str, Group]) -> list[str]:
+    """What the curves allow: which accuracy (b) and (c) read, and whether the epoch-0 row is there."""
+    histories = [h for g in groups.values() for h in g.histories]
+    notes = []
+    if accuracy_metric(groups) == "val_acc":
+        notes.append("(b) and (c) read validation accuracy: these runs did not log test accuracy per epoch "
+                     "((a) uses the final test accuracy).")
+    if any(not h.has_start for h in histories):
+        notes.append("Some runs lack the epoch-0 row (the model before training; logged by runs since the "
+                     "change): a budget below such a run's first epoch cannot be read and that seed is "
+                     "left out, as the cell says.")
+    return notes
 
 
-def evaluate_claims(runs: list[dict], paper: Paper, datasets: list[str], filter_ratio: float) -> list[Claim]:
-    vs_standard = [c for d in datasets if (c := compare(runs, d, "saln", "standard"))]
-    vs_jest = [c for d in datasets if (c := compare(runs, d, "saln", "jest"))]
-    scope = _scope_note(paper, vs_standard + vs_jest)
-    need_standard = "needs finished saln and standard runs on one dataset (train.methods)"
-    claims = [
-        _comparison_claim("SALN trains faster than standard training.", vs_standard, _speed, _faster,
-                          need_standard, scope),
-        _comparison_claim("SALN reaches higher accuracy than standard training.", vs_standard, _gain,
-                          _better, need_standard, scope),
-        _comparison_claim("SALN trains faster than JEST and reaches better accuracy.", vs_jest,
-                          lambda c: f"{_speed(c)}; {_gain(c)}", lambda c: _faster(c) and _better(c),
-                          "needs finished saln and jest runs on one dataset: add jest to train.methods",
-                          scope),
-        _up_to_speedup(paper.claims.get("max_speedup_vs_standard"), vs_standard, filter_ratio, scope),
-        _up_to_gain(paper.claims.get("max_acc_gain_vs_standard"), vs_standard, scope),
-    ]
-    return claims
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    outcome: str | None    # WIN | LOSS | TIE; None: not measured (the text says why)
 
 
-def _scope_note(paper: Paper, comps: list[Comparison]) -> str:
-    if any(paper.dataset_id(c.dataset) for c in comps):
-        return ""
-    names = " and ".join(paper.datasets.values())
-    return (f"Measured only on datasets the paper did not use; to test it on {names}, "
-            "train with data.names: [pets, cifar10] (the paper's configuration).")
+def _cell(diff: float, se: float, unit: str, n: tuple[int, int], detail: str = "") -> Cell:
+    diff, outcome = diff + 0.0, two_se(diff, se)   # + 0.0: no '-0.00'
+    spread = "; 1 seed: no spread" if min(n) == 1 else ""
+    return Cell(f"{diff:+.2f} ± {se:.2f} {unit} (n={n[0]} vs {n[1]}){detail}{spread} → **{outcome}**", outcome)
 
 
-def _comparison_claim(text, comps, describe, holds, how_to_test, scope) -> Claim:
-    if not comps:
-        return Claim(text, "no pair of runs to compare", NOT_TESTED, f"Testing it {how_to_test}.")
-    return Claim(text, "; ".join(describe(c) for c in comps), _all(comps, holds), scope)
+def _final(group: Group, key: str, scale: float = 1.0) -> Stat:
+    return stat([scale * r[key] for r in group.runs if isinstance(r.get(key), (int, float))])
 
 
-def _up_to_speedup(target, comps: list[Comparison], filter_ratio: float, scope: str) -> Claim:
-    text = f"Up to {target:g}× reduction in training time over standard training." if target else \
-        "Up to N× reduction in training time over standard training."
-    bound = 1 / (1 - filter_ratio)
-    if not comps or not target:
-        return Claim(text, "no saln and standard runs to compare", NOT_TESTED,
-                     "Testing it needs finished saln and standard runs on one dataset.")
-    best = max(comps, key=lambda c: c.time_speedup)
-    measured = (f"largest speedup {best.time_speedup:.2f}× by seconds and {best.image_speedup:.2f}× by "
-                f"images back-propagated ({best.dataset}); back-prop bound 1/(1 - filter_ratio) = "
-                f"{bound:.2f}× (B/keep = {best.bound:.2f}×)")
-    note = scope
-    if best.bound < target:
-        note = (f"At filter_ratio {filter_ratio:g} back-propagating fewer images alone cannot give "
-                f"{target:g}×; it needs filter_ratio ≥ {1 - 1 / target:.3f}. " + scope).strip()
-    return Claim(text, measured, SUPPORTED if best.time_speedup >= target else NOT_SUPPORTED, note)
+def _epochs_detail(a: Group, b: Group) -> str:
+    ea, eb = ({r.get("epochs") for r in g.runs} for g in (a, b))
+    return "" if ea == eb else f"; epochs differ: {sorted(ea)} vs {sorted(eb)}"
 
 
-def _up_to_gain(target, comps: list[Comparison], scope: str) -> Claim:
-    text = f"Up to {target:g}% higher accuracy than standard training (read as percentage points)." \
-        if target else "Up to N% higher accuracy than standard training."
-    if not comps or not target:
-        return Claim(text, "no saln and standard runs to compare", NOT_TESTED,
-                     "Testing it needs finished saln and standard runs on one dataset.")
-    best = max(comps, key=lambda c: c.acc_gain)
-    measured = f"largest gain {best.acc_gain:+.2f} ± {best.acc_gain_se:.2f} pp test accuracy ({best.dataset})"
-    return Claim(text, measured, SUPPORTED if best.acc_gain >= target else NOT_SUPPORTED, scope)
+def _budget_detail(r: AtBudget) -> str:
+    left = f"; seeds left out (no point at or below the budget): {r.left_out[0]} vs {r.left_out[1]}" \
+        if any(r.left_out) else ""
+    return f" at {r.budget:.4g} {COSTS[r.cost]}{left}"
 
 
-def claims_markdown(claims: list[Claim]) -> str:
-    lines = ["| claim (paper) | measured here | verdict | note |", "|---|---|---|---|"]
-    for c in claims:
-        lines.append(f"| {c.text} | {c.measured} | **{c.verdict}** | {c.note or '—'} |")
-    return "\n".join(lines)
+def measure(a: Group, b: Group, quantity: str, cost: str, metric: str) -> Cell:
+    """One cell: ``a`` (the method) against ``b`` (the baseline) at one budget."""
+    if cost == "epoch" and quantity == "accuracy":
+        sa, sb = _final(a, "test_acc", 100), _final(b, "test_acc", 100)
+        return _cell(sa.mean - sb.mean, diff_se(sa, sb), "pp test acc", (sa.n, sb.n), _epochs_detail(a, b))
+    if cost == "epoch":  # speed: seconds saved for the same epochs
+        sa, sb = _final(a, "train_seconds"), _final(b, "train_seconds")
+        ratio = sb.mean / sa.mean if sa.mean else float("nan")
+        return _cell(sb.mean - sa.mean, diff_se(sa, sb), "s saved", (sa.n, sb.n),
+                     f", {ratio:.2f}× the baseline's speed{_epochs_detail(a, b)}")
+    if quantity == "speed" and cost == "images_backprop":
+        r = at_budget(a.histories, b.histories, cost, "train_seconds")
+        if isinstance(r, str):
+            return Cell(r, None)
+        return _cell(-r.diff, r.se, "s saved", (r.a.n, r.b.n), _budget_detail(r))
+    r = at_budget(a.histories, b.histories, cost, metric)
+    if isinstance(r, str):
+        return Cell(r, None)
+    label = "test acc" if metric == "test_acc" else "val acc"
+    return _cell(100 * r.diff, 100 * r.se, f"pp {label}", (r.a.n, r.b.n), _budget_detail(r))
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    spec: ClaimSpec
+    baseline: str
+    cells: list[Cell]     # one per BUDGETS entry
+
+    @property
+    def verdict(self) -> str:
+        return overall(self.cells)
+
+
+def overall(cells: list[Cell]) -> str:
+    """supported / contradicted / tie (within 2 SE) when every measured budget agrees, else mixed."""
+    measured = [(short, c.outcome) for (_, _, short), c in zip(BUDGETS, cells) if c.outcome]
+    if not measured:
+        return "not tested"
+    outcomes = {o for _, o in measured}
+    if outcomes == {WIN}:
+        verdict = "supported"
+    elif outcomes == {LOSS}:
+        verdict = "contradicted"
+    elif outcomes == {TIE}:
+        verdict = TIE
+    else:
+        verdict = "mixed: " + "; ".join(f"{o} at {short}" for short, o in measured)
+    missing = [short for (_, _, short), c in zip(BUDGETS, cells) if not c.outcome]
+    return verdict + (f" (not measured at {', '.join(missing)})" if missing else "")
+
+
+def _not_run(method: str) -> list[Cell]:
+    return [Cell(f"`{method}` has no finished run (add it to train.methods)", None)] * len(BUDGETS)
+
+
+def claim_rows(groups: dict[str, Group]) -> list[ClaimRow]:
+    """Each claim against its baseline and against the random control (a control row once per quantity)."""
+    metric, rows, done = accuracy_metric(groups), [], set()
+    for spec in CLAIMS:
+        for baseline in (spec.baseline, CONTROL):
+            if (spec.quantity, baseline) in done:
+                continue
+            done.add((spec.quantity, baseline))
+            missing = next((m for m in (METHOD, baseline) if m not in groups), None)
+            cells = _not_run(missing) if missing else [
+                measure(groups[METHOD], groups[baseline], spec.quantity, cost, metric) for cost, _, _ in BUDGETS]
+            rows.append(ClaimRow(spec, baseline, cells))
+    return rows
+
+
+def claims_markdown(rows: list[ClaimRow]) -> str:
+    header = ["claim (paper)", "comparison"] + [h for _, h, _ in BUDGETS] + ["verdict"]
+    body = [[f"{r.spec.number}. {r.spec.text}",
+             f"{METHOD} vs {r.baseline}" + (" (control)" if r.baseline == CONTROL else "")]
+            + [c.text for c in r.cells] + [f"**{r.verdict}**"] for r in rows]
+    return markdown_table(header, body)

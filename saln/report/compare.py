@@ -1,4 +1,8 @@
-"""The paper's pairings (SALN vs standard, SALN vs JEST): accuracy gain and speedup, paper vs ours."""
+"""The two-standard-error rule, and the paper's pairings (SALN vs standard, SALN vs JEST) paper vs ours.
+
+Every verdict of the report (claims at equal epochs, images or seconds; at the best learning rate)
+goes through ``clearly_positive`` / ``two_se``: one implementation of the rule.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,36 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from saln.report.paper import NO_PAPER_VALUE, NOT_AVAILABLE, Paper
+from saln.report.markdown import markdown_table
+from saln.report.paper import NOT_IN_PAPER, Paper
 from saln.report.runs import Stat, aggregate
-from saln.report.tables import DATASET_NOT_RUN, NOT_RUN
+
+NOT_RUN, DATASET_NOT_RUN = "not run", "dataset not run"
+WIN, LOSS, TIE = "win", "loss", "tie (within 2 SE)"
+
+
+def diff_se(a: Stat, b: Stat) -> float:
+    """Standard error of the difference of two means over independent seeds."""
+    return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+
+
+def clearly_positive(value: float, se: float) -> bool:
+    """Above zero by more than two standard errors (with one seed per side: above zero)."""
+    return value > 2 * se
+
+
+def two_se(diff: float, se: float) -> str:
+    """WIN when ``diff`` is above zero by more than 2 SE, LOSS when below by more, else TIE."""
+    if clearly_positive(diff, se):
+        return WIN
+    if clearly_positive(-diff, se):
+        return LOSS
+    return TIE
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """``method`` against ``baseline`` on one dataset, from the runs' means over seeds."""
+    """``method`` against ``baseline`` on one dataset at equal epochs (the runs' final metrics)."""
 
     dataset: str
     method: str
@@ -33,10 +59,6 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 
 
-def _se(a: Stat, b: Stat) -> float:
-    return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
-
-
 def compare(runs: list[dict], dataset: str, method: str, baseline: str) -> Comparison | None:
     """None when either side has no finished run on ``dataset``."""
     group = {key: aggregate(runs, key) for key in
@@ -50,33 +72,28 @@ def compare(runs: list[dict], dataset: str, method: str, baseline: str) -> Compa
     batch, keep = group["batch_size"][pair[0]].mean, group["keep_per_batch"][pair[0]].mean
     return Comparison(
         dataset, method, baseline,
-        acc_gain=100 * (acc_m.mean - acc_b.mean), acc_gain_se=100 * _se(acc_m, acc_b),
-        seconds_saved=sec_b.mean - sec_m.mean, seconds_saved_se=_se(sec_m, sec_b),
+        acc_gain=100 * (acc_m.mean - acc_b.mean), acc_gain_se=100 * diff_se(acc_m, acc_b),
+        seconds_saved=sec_b.mean - sec_m.mean, seconds_saved_se=diff_se(sec_m, sec_b),
         time_speedup=_ratio(sec_b.mean, sec_m.mean), image_speedup=_ratio(img_b.mean, img_m.mean),
         bound=_ratio(batch, keep), n=(acc_m.n, acc_b.n),
     )
-
-
-def clearly_positive(value: float, se: float) -> bool:
-    """Above zero by more than two standard errors (with one seed per side: above zero)."""
-    return value > 2 * se
 
 
 @dataclass(frozen=True)
 class PairRow:
     method: str
     baseline: str
-    paper_gain: tuple[float | None, str]      # (value, why missing)
-    paper_speedup: tuple[float | None, str]
+    paper_gain: float | None       # test accuracy, pp (None: not in the paper)
+    paper_speedup: float | None    # baseline minutes / method minutes
     ours: Comparison | None
     ours_note: str
 
 
-def _paper_pair(paper: Paper, dataset: str, method: str, baseline: str, metric: str):
-    (a, why_a), (b, why_b) = (paper.value(dataset, m, metric) for m in (method, baseline))
+def _paper_pair(paper: Paper, dataset: str, method: str, baseline: str, metric: str) -> float | None:
+    a, b = (paper.value(dataset, m, metric) for m in (method, baseline))
     if a is None or b is None:
-        return None, (NO_PAPER_VALUE if NO_PAPER_VALUE in (why_a, why_b) else NOT_AVAILABLE)
-    return (a - b, "") if metric == "test_acc" else (b / a, "")
+        return None
+    return a - b if metric == "test_acc" else b / a
 
 
 def pair_rows(runs: list[dict], paper: Paper, dataset: str, dataset_ran: bool = True) -> list[PairRow]:
@@ -89,38 +106,43 @@ def pair_rows(runs: list[dict], paper: Paper, dataset: str, dataset_ran: bool = 
     return rows
 
 
-def _paper_text(value: tuple[float | None, str], fmt: str) -> str:
-    return value[1] or format(value[0], fmt)
+def _num(value: float | None, fmt: str, missing: str) -> str:
+    return missing if value is None else format(value, fmt)
 
 
-def _diff_text(paper_value: tuple[float | None, str], ours: float | None, note: str, fmt: str) -> str:
+def _diff(paper_value: float | None, ours: float | None, note: str) -> str:
     if ours is None:
         return note
-    if paper_value[0] is None:
-        return paper_value[1]
-    return format(ours - paper_value[0], "+" + fmt)
+    return "—" if paper_value is None else f"{ours - paper_value:+.2f}"
 
 
-def pairs_markdown(rows: list[PairRow]) -> str:
-    header = ["pairing", "test-acc gain (pp): paper", "test-acc gain (pp): ours (mean ± s.e., n)",
-              "test-acc gain: difference", "speedup (time ×): paper", "speedup (time ×): ours",
-              "speedup: difference", "speedup (images back-propagated ×): ours", "back-prop bound ×"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        c = r.ours
-        gain = f"{c.acc_gain:+.2f} ± {c.acc_gain_se:.2f} (n={c.n[0]} vs {c.n[1]})" if c else r.ours_note
-        cells = [f"{r.method} vs {r.baseline}", _paper_text(r.paper_gain, "+.2f"), gain,
-                 _diff_text(r.paper_gain, c and c.acc_gain, r.ours_note, ".2f"),
-                 _paper_text(r.paper_speedup, ".2f"), f"{c.time_speedup:.2f}" if c else r.ours_note,
-                 _diff_text(r.paper_speedup, c and c.time_speedup, r.ours_note, ".2f"),
-                 f"{c.image_speedup:.2f}" if c else r.ours_note, f"{c.bound:.2f}" if c else r.ours_note]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _ours(r: PairRow, value) -> str:
+    return r.ours_note if r.ours is None else value(r.ours)
+
+
+def pairs_markdown(rows: list[PairRow], ours: str, with_paper: bool) -> str:
+    """``ours``: the 'ours (...)' header naming the regime; ``with_paper``: the dataset has paper values
+    (without them the paper and difference columns are left out)."""
+    columns = [  # (header, paper column, cell)
+        ("pairing", False, lambda r: f"{r.method} vs {r.baseline}"),
+        ("test-acc gain (pp): paper", True, lambda r: _num(r.paper_gain, "+.2f", NOT_IN_PAPER)),
+        (f"test-acc gain (pp): {ours}, mean ± SE (n)", False,
+         lambda r: _ours(r, lambda c: f"{c.acc_gain:+.2f} ± {c.acc_gain_se:.2f} (n={c.n[0]} vs {c.n[1]})")),
+        ("gain: difference", True, lambda r: _diff(r.paper_gain, r.ours and r.ours.acc_gain, r.ours_note)),
+        ("time speedup ×: paper (minutes)", True, lambda r: _num(r.paper_speedup, ".2f", NOT_IN_PAPER)),
+        (f"time speedup ×: {ours} (seconds)", False, lambda r: _ours(r, lambda c: f"{c.time_speedup:.2f}")),
+        ("speedup: difference", True,
+         lambda r: _diff(r.paper_speedup, r.ours and r.ours.time_speedup, r.ours_note)),
+        ("images back-propagated ×: ours", False, lambda r: _ours(r, lambda c: f"{c.image_speedup:.2f}")),
+        ("back-prop bound ×", False, lambda r: _ours(r, lambda c: f"{c.bound:.2f}")),
+    ]
+    columns = [c for c in columns if with_paper or not c[1]]
+    return markdown_table([c[0] for c in columns], [[cell(r) for _, _, cell in columns] for r in rows])
 
 
 def write_pairs_csv(dataset: str, rows: list[PairRow], path: str | Path) -> None:
-    fields = ["dataset", "method", "baseline", "quantity", "paper", "paper_note", "ours", "ours_se",
-              "n_method", "n_baseline", "ours_note", "difference"]
+    fields = ["dataset", "method", "baseline", "quantity", "paper", "ours", "ours_se", "n_method",
+              "n_baseline", "ours_note", "difference"]
     with Path(path).open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -129,12 +151,12 @@ def write_pairs_csv(dataset: str, rows: list[PairRow], path: str | Path) -> None
             for quantity, paper_value, ours, se in [
                     ("test_acc_gain_pp", r.paper_gain, c and c.acc_gain, c and c.acc_gain_se),
                     ("time_speedup", r.paper_speedup, c and c.time_speedup, None),
-                    ("image_speedup", (None, NO_PAPER_VALUE), c and c.image_speedup, None)]:
-                diff = None if ours is None or paper_value[0] is None else ours - paper_value[0]
+                    ("image_speedup", None, c and c.image_speedup, None)]:
+                diff = None if ours is None or paper_value is None else ours - paper_value
                 writer.writerow({
                     "dataset": dataset, "method": r.method, "baseline": r.baseline, "quantity": quantity,
-                    "paper": "" if paper_value[0] is None else paper_value[0], "paper_note": paper_value[1],
-                    "ours": "" if ours is None else ours, "ours_se": "" if se is None else se,
-                    "n_method": c.n[0] if c else 0, "n_baseline": c.n[1] if c else 0,
-                    "ours_note": r.ours_note, "difference": "" if diff is None else diff,
+                    "paper": "" if paper_value is None else paper_value, "ours": "" if ours is None else ours,
+                    "ours_se": "" if se is None else se, "n_method": c.n[0] if c else 0,
+                    "n_baseline": c.n[1] if c else 0, "ours_note": r.ours_note,
+                    "difference": "" if diff is None else diff,
                 })

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saln.report.claims import RULE, Claim, claims_markdown
-from saln.report.compare import PairRow, pairs_markdown
-from saln.report.paper import NO_PAPER_VALUE, NOT_AVAILABLE, Paper
-from saln.report.tables import DATASET_NOT_RUN, NOT_RUN, Table, table_markdown
+from saln.report.claims import RULE, SPEED_NOTE, ClaimRow, claims_markdown
+from saln.report.compare import DATASET_NOT_RUN, NOT_RUN, PairRow, pairs_markdown
+from saln.report.headline import Headline, headlines_markdown
+from saln.report.paper import NOT_IN_PAPER, Paper
+from saln.report.regime import Regime, arch_name, feature_extractor, learner, regime_line, weights_name
+from saln.report.tables import Table, table_markdown
 
 
 @dataclass(frozen=True)
@@ -24,59 +26,94 @@ class DatasetSection:
     ran: bool
     tables: list[Table]
     pairs: list[PairRow]
+    ours: str                                   # 'ours (...)' header naming the regime
+    claims: list[ClaimRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # what the curves allow (claims.data_notes)
     figures: list[Figure] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    datasets: list[str]
-    methods: list[str]
-    seeds: list[int]
-    filter_ratio: float
+class Parts:
+    """Everything render_report puts together, besides the per-dataset sections."""
+
+    regime: Regime
     runs_found: int
+    headlines: list[Headline]
+    lr_lines: list[str]
+    beyond_lines: list[str]
+    csv_files: list[str]
 
 
-def render_report(settings: RunSettings, paper: Paper, claims: list[Claim], sections: list[DatasetSection],
-                  csv_files: list[str], out_dir: Path, extra: list[str] | None = None) -> str:
-    """``extra``: Markdown lines of further sections, placed after the datasets' sections."""
-    parts = [_header(settings, paper), "## Claims", "", RULE, "", claims_markdown(claims), "",
-             _legend()]
+def render_report(parts: Parts, paper: Paper, sections: list[DatasetSection], out_dir: Path,
+                  command: str) -> str:
+    lines = _header(parts, paper, command) + _claims(parts, paper, sections) + parts.lr_lines + _legend(paper)
     for section in sections:
-        parts += _dataset_section(section, paper, out_dir)
-    parts += extra or []
-    parts += ["## Tables as CSV", "", "One file per table under `tables/` (numbers unrounded):", ""]
-    parts += [f"- [`{name}`](tables/{name})" for name in csv_files]
-    return "\n".join(parts) + "\n"
+        lines += _dataset_section(section, paper, out_dir)
+    lines += parts.beyond_lines
+    lines += ["## Tables as CSV", "", "One file per table under `tables/` (numbers unrounded):", ""]
+    lines += [f"- [`{name}`](tables/{name})" for name in parts.csv_files]
+    return "\n".join(lines) + "\n"
 
 
-def _header(s: RunSettings, paper: Paper) -> str:
-    expected = len(s.datasets) * len(s.methods) * len(s.seeds)
-    return "\n".join([
+def _header(parts: Parts, paper: Paper, command: str) -> list[str]:
+    r = parts.regime
+    expected = len(r.datasets) * len(r.methods) * len(r.seeds)
+    return [
         "# SALN reproduction report", "",
-        "Written by the `report` stage (`python stages/report.py`) from `results/train/` and "
-        "`params.yaml`; regenerate it rather than editing it.", "",
-        f"- Datasets trained: {', '.join(s.datasets)}",
-        f"- Methods: {', '.join(s.methods)}",
-        f"- Seeds: {', '.join(map(str, s.seeds))} ({s.runs_found} of {expected} runs finished)",
-        f"- filter_ratio: {s.filter_ratio:g} (a selector keeps {1 - s.filter_ratio:.0%} of each batch; "
-        f"back-propagation bound 1/(1 - filter_ratio) = {1 / (1 - s.filter_ratio):.2f}×)",
+        f"Written by the `report` stage (`{command}`) from `results/` and `params.yaml`; regenerate it "
+        "rather than editing it.", "",
+        f"- Datasets trained: {', '.join(r.datasets)}",
+        f"- Methods: {', '.join(r.methods)}",
+        f"- Seeds: {', '.join(map(str, r.seeds))} ({parts.runs_found} of {expected} runs finished)",
+        f"- Learner: {learner(r)}; SALN features: {feature_extractor(r)}; {r.epochs} epochs, lr {r.lr:g}",
+        f"- filter_ratio: {r.filter_ratio:g} (a selector keeps {1 - r.filter_ratio:.0%} of each batch; "
+        f"back-propagation bound 1/(1 - filter_ratio) = {1 / (1 - r.filter_ratio):.2f}×)",
         f"- Paper: {paper.source}",
-        f"- Paper values: {paper.values_note or 'as published.'}", "",
-    ])
+        f"- The paper's setting: {_paper_setting(paper.setting)}", "",
+        "### The paper's inconsistencies", "",
+    ] + [f"- {text}" for text in paper.inconsistencies] + [""]
 
 
-def _legend() -> str:
-    return "\n".join([
+def _paper_setting(setting: dict) -> str:
+    learner_, features = setting.get("learner") or {}, setting.get("features") or {}
+    return (f"learner {arch_name(learner_.get('arch', '?'))} {weights_name(learner_.get('weights', '?'))}, "
+            f"SALN features {arch_name(features.get('backbone', '?'))} "
+            f"{weights_name(features.get('weights', '?'))}, {setting.get('epochs', '?')} epochs, "
+            f"lr {setting.get('lr', '?')}, filter_ratio {setting.get('filter_ratio', '?')}, "
+            f"{setting.get('hardware', 'hardware not stated')}; not stated: {setting.get('not_stated', '—')}.")
+
+
+def _claims(parts: Parts, paper: Paper, sections: list[DatasetSection]) -> list[str]:
+    lines = ["## Claims: verdicts at equal epochs, equal images and equal seconds", "", RULE, "", SPEED_NOTE, "",
+             "Claim 3's control rows are those of claims 1 and 2 (SALN against `random`, which keeps as many "
+             "images per batch as SALN, chosen at random).", ""]
+    for section in (s for s in sections if s.ran):
+        lines += [f"### `{section.dataset}`", "", regime_line(parts.regime, section.dataset), ""]
+        if not paper.dataset_id(section.dataset):
+            lines += [f"Measured on a dataset the paper did not use; to test the claims on "
+                      f"{' and '.join(paper.datasets.values())}, train with data.names: [pets, cifar10] "
+                      "(presets/paper.yaml).", ""]
+        lines += [line for note in section.notes for line in (f"*{note}*", "")]
+        lines += [claims_markdown(section.claims), ""]
+    lines += ["### The abstract's 'up to' claims", "", "At equal epochs, the largest value over the datasets run.",
+              "", headlines_markdown(parts.headlines), ""]
+    return lines
+
+
+def _legend(paper: Paper) -> list[str]:
+    return [
         "## How to read the tables", "",
-        "- **paper**: the value published in the paper, in its unit (accuracy %, training time in minutes).",
-        "- **ours**: mean ± sample standard deviation over seeds, n = seeds that finished.",
-        "- **difference**: ours − paper, in the paper's unit.",
-        f"- *{NO_PAPER_VALUE}*: the paper reports no such dataset or method; "
-        f"*{NOT_AVAILABLE}*: the paper reports it but the value is not in `saln/report/paper.yaml`; "
-        f"*{NOT_RUN}*: no finished run; *{DATASET_NOT_RUN}*: the dataset is not in `data.names` for this run.",
-        "- Rows list the paper's methods first (standard, SALN, JEST, so its pairings sit together), "
-        "then every other method that ran.", "",
-    ])
+        "- **paper**: the value printed in the paper (Tables 1-16), in its unit (accuracy %, loss, training "
+        "time in minutes on a T4).",
+        "- **ours (...)**: mean ± sample standard deviation over seeds, n = seeds that finished; the "
+        "parentheses say where our runs differ from the paper's (data, image size, epochs, learner).",
+        "- **difference**: ours − paper, in the paper's unit. Training time is compared as the ratio to "
+        "standard training (our seconds, the paper's minutes), since absolute times on other hardware and "
+        "data are not comparable.",
+        f"- *{NOT_IN_PAPER}*: the paper reports no such method or dataset; *{NOT_RUN}*: no finished run; "
+        f"*{DATASET_NOT_RUN}*: the dataset is not in `data.names` for this run.",
+        f"- Rows list the paper's methods first ({', '.join(paper.methods)}), then every other method.", "",
+    ]
 
 
 def _title(section: DatasetSection, paper: Paper) -> str:
@@ -87,14 +124,16 @@ def _title(section: DatasetSection, paper: Paper) -> str:
 
 def _dataset_section(section: DatasetSection, paper: Paper, out_dir: Path) -> list[str]:
     lines = [_title(section, paper), ""]
+    if not paper.dataset_id(section.dataset):
+        lines += [f"The paper used only {' and '.join(paper.datasets.values())}, so `{section.dataset}` has no "
+                  "paper values: ours are shown alone.", ""]
     for table in section.tables:
         lines += [f"### {table.title}", "", table_markdown(table), ""]
     lines += ["### The paper's pairings", "",
-              "Test-accuracy gain and training-time speedup of a method over its baseline "
+              "Test-accuracy gain and training-time speedup of a method over its baseline at equal epochs "
               "(speedup = baseline ÷ method; bound = batch size ÷ images kept).", "",
-              pairs_markdown(section.pairs), ""]
-    kinds = list(dict.fromkeys(f.kind for f in section.figures))
-    for kind in kinds:
+              pairs_markdown(section.pairs, section.ours, paper.dataset_id(section.dataset) is not None), ""]
+    for kind in dict.fromkeys(f.kind for f in section.figures):
         lines += [f"### {kind}", ""]
         for fig in (f for f in section.figures if f.kind == kind):
             lines += figure_lines(fig, out_dir)

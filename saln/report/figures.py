@@ -1,4 +1,6 @@
-"""The report's figures as PNGs (matplotlib, Agg): curves, time-to-accuracy, selected batches, fc weights."""
+"""The report's figures as PNGs (matplotlib, Agg): curves, accuracy at equal budgets, selected batches,
+classifier-layer weights, active learning, pruning. Every figure draws a method in the colour and marker
+``method_styles`` gives it."""
 
 from __future__ import annotations
 
@@ -20,15 +22,32 @@ DROPPED_FRAME = np.array([200, 200, 200], dtype=np.uint8)
 TILE_PIXELS = 48                                         # thumbnails are downsampled to about this
 
 
-def method_colors(methods: list[str]) -> dict[str, str]:
-    """One fixed colour per method, so every figure draws a method the same way.
+MARKERS = "osD^v<>pP*XhdH8"   # 15 distinct markers; with the colours below every method differs in both
 
-    Past ten methods the default cycle would repeat colours, so tab20 takes over.
+
+def method_styles(methods: list[str]) -> dict[str, dict]:
+    """One fixed colour AND marker per method (by its place in ``methods``), used by every figure.
+
+    The first ten methods take the default colour cycle, the next ten tab20's light shades of it; the
+    markers cycle separately, so no two of the first 20 methods share a colour and none of the first
+    150 share both colour and marker.
     """
-    if len(methods) <= 10:
-        return {m: f"C{i}" for i, m in enumerate(methods)}
-    palette = plt.get_cmap("tab20")
-    return {m: to_hex(palette(i % palette.N)) for i, m in enumerate(methods)}
+    light = plt.get_cmap("tab20")
+    palette = [f"C{i}" for i in range(10)] + [to_hex(light(2 * i + 1)) for i in range(10)]
+    return {m: {"color": palette[i % len(palette)], "marker": MARKERS[i % len(MARKERS)]}
+            for i, m in enumerate(methods)}
+
+
+def _style(styles: dict, method: str) -> dict:
+    return styles.get(method, {"color": "0.3", "marker": "o"})
+
+
+def _legend_outside(fig_or_ax, handles=None, labels=None, fontsize=8) -> None:
+    """A legend to the right of the plot area, so it hides no data."""
+    if handles is None:
+        handles, labels = fig_or_ax.get_legend_handles_labels()
+    if handles:
+        fig_or_ax.legend(handles, labels, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=fontsize)
 
 
 def save(fig, path: str | Path) -> Path:
@@ -39,7 +58,7 @@ def save(fig, path: str | Path) -> Path:
 
 def _band(ax, x, curve: Curve, scale: float = 1.0, log: bool = False, **line):
     mean, std = curve.mean * scale, curve.std * scale
-    (drawn,) = ax.plot(x, mean, marker="o", markersize=3, **line)
+    (drawn,) = ax.plot(x, mean, markersize=4, **line)
     low = np.maximum(mean - std, mean * 0.5) if log else mean - std  # a log axis cannot show <= 0
     ax.fill_between(x, low, mean + std, color=drawn.get_color(), alpha=0.2, linewidth=0)
 
@@ -56,44 +75,59 @@ def _log_axis(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_curves(curves: dict[str, Curve], dataset: str, method: str, path) -> Path:
-    """Train and validation accuracy and loss per epoch for one method (the paper's Figs 1-6)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+def plot_curves(curves: dict[str, Curve], dataset: str, method: str, style: dict, path) -> Path:
+    """Train, validation (and test, when logged) accuracy and loss per epoch for one method (the paper's
+    Figs 1-6), in the method's colour and marker; the split sets the line style."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6))
+    splits = {"train": "--", "val": "-", "test": ":"}
+    names = {"train": "train", "val": "validation", "test": "test"}
     for ax, metric, ylabel, scale in [(axes[0], "acc", "accuracy (%)", 100.0),
                                       (axes[1], "loss", "cross-entropy loss", 1.0)]:
-        drawn = [c for split in ("train", "val") if (c := curves.get(f"{split}_{metric}")) is not None]
+        drawn = [c for split in splits if (c := curves.get(f"{split}_{metric}")) is not None]
         log = metric == "loss" and _needs_log(drawn)
-        for split in ("train", "val"):
+        for split, linestyle in splits.items():
             if (curve := curves.get(f"{split}_{metric}")) is not None:
-                _band(ax, curve.epochs, curve, scale, log=log,
-                      label=f"{'validation' if split == 'val' else 'train'} (n={curve.n})")
+                _band(ax, curve.epochs, curve, scale, log=log, linestyle=linestyle, **style,
+                      label=f"{method}, {names[split]} (n={curve.n})")
         if log:
             _log_axis(ax)
-        ax.set(xlabel="epoch", ylabel=ylabel + (" (log scale)" if log else ""))
+        ax.set(xlabel="epoch (0 = before training)", ylabel=ylabel + (" (log scale)" if log else ""))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+    labelled = {}  # one entry per split drawn in either panel
+    for ax in axes:
+        labelled.update(zip(*reversed(ax.get_legend_handles_labels())))
+    _legend_outside(fig, list(labelled.values()), list(labelled), fontsize=9)
     fig.suptitle(f"{dataset} / {method}: accuracy and loss per epoch (mean ± std over seeds)")
     return save(fig, path)
 
 
-def plot_time_to_accuracy(curves: dict[str, dict[str, Curve]], dataset: str, colors: dict, path) -> Path:
-    """Validation accuracy against cumulative training seconds and images back-propagated."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, x_name, xlabel in [(axes[0], "train_seconds", "cumulative training seconds"),
-                               (axes[1], "images_backprop", "cumulative images back-propagated")]:
+ACC_NAMES = {"test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)"}
+
+
+def plot_time_to_accuracy(curves: dict[str, dict[str, Curve]], dataset: str, styles: dict, metric: str,
+                          path) -> Path:
+    """Accuracy (``metric``) against the three budgets of the verdicts: epochs, images back-propagated and
+    training seconds; one point per epoch, mean ± std over seeds."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, x_name, xlabel in [(axes[0], "epoch", "epochs"),
+                               (axes[1], "images_backprop", "cumulative images back-propagated"),
+                               (axes[2], "train_seconds", "cumulative training seconds")]:
         for method, c in curves.items():
-            if "val_acc" in c and x_name in c:
-                n = min(len(c[x_name].mean), len(c["val_acc"].mean))
-                ax.errorbar(c[x_name].mean[:n], 100 * c["val_acc"].mean[:n], yerr=100 * c["val_acc"].std[:n],
-                            marker="o", markersize=3, capsize=2, color=colors.get(method),
-                            label=f"{method} (n={c['val_acc'].n})")
-        ax.set(xlabel=xlabel, ylabel="validation accuracy (%)")
+            if metric not in c or (x_name != "epoch" and x_name not in c):
+                continue
+            y = c[metric]
+            cost = y if x_name == "epoch" else c[x_name]
+            _, ix, iy = np.intersect1d(cost.epochs, y.epochs, return_indices=True)  # epochs logging both
+            x = cost.epochs[ix] if x_name == "epoch" else cost.mean[ix]
+            ax.errorbar(x, 100 * y.mean[iy], yerr=100 * y.std[iy], markersize=4, capsize=2,
+                        **_style(styles, method), label=f"{method} (n={y.n})")
+        ax.set(xlabel=xlabel, ylabel=ACC_NAMES.get(metric, metric))
+        if x_name == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:  # one legend beside both panels, so it hides no points
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
-    fig.suptitle(f"{dataset}: time to accuracy (one point per epoch, mean ± std over seeds)")
+    _legend_outside(fig, *axes[0].get_legend_handles_labels(), fontsize=9)
+    fig.suptitle(f"{dataset}: {ACC_NAMES.get(metric, metric)} at equal epochs, images and seconds")
     return save(fig, path)
 
 
@@ -114,21 +148,30 @@ def mosaic(images: np.ndarray, kept: np.ndarray, columns: int) -> np.ndarray:
 
 
 def plot_batch_grid(images: np.ndarray, kept: dict[str, np.ndarray], dataset: str, batch_number: int,
-                    seed: int, path) -> Path:
-    """The same candidate batch under each selection method (the paper's Figs 7-8)."""
+                    seed: int, styles: dict, path) -> Path:
+    """The same candidate batch under each selection method (the paper's Figs 7-8); each panel's title
+    in the method's colour, with its marker."""
     columns = math.ceil(math.sqrt(len(images)))
-    fig, axes = plt.subplots(1, len(kept), figsize=(4.2 * len(kept), 4.6), squeeze=False)
-    for ax, (method, mask) in zip(axes[0], kept.items()):
+    per_row = min(4, len(kept))                      # many methods wrap onto further rows
+    rows = math.ceil(len(kept) / per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(4.2 * per_row, 4.4 * rows + 0.3), squeeze=False)
+    for ax in axes.flat[len(kept):]:
+        ax.axis("off")
+    for ax, (method, mask) in zip(axes.flat, kept.items()):
         ax.imshow(mosaic(images, mask, columns), interpolation="nearest")
-        ax.set_title(f"{method}: {int(mask.sum())} of {len(mask)} selected")
+        style = _style(styles, method)
+        ax.set_title(f"{method} ({style['marker']}): {int(mask.sum())} of {len(mask)} selected",
+                     color=style["color"])
         ax.axis("off")
     fig.suptitle(f"{dataset}, seed {seed}, epoch 1, batch {batch_number}: "
                  "green frame = selected for back-propagation, faded = dropped")
     return save(fig, path)
 
 
-def plot_fc_heatmaps(weights: dict[str, np.ndarray], classes: list[str], dataset: str, path) -> Path:
-    """The trained fc layer's weights (classes x 512), one panel per method, one colour scale (Fig 9)."""
+def plot_classifier_heatmaps(weights: dict[str, np.ndarray], classes: list[str], dataset: str, styles: dict,
+                             path) -> Path:
+    """The trained classifier layer's weights (classes x features), one panel per method, one colour
+    scale (the paper's Fig 9)."""
     limit = max(float(np.abs(w).max()) for w in weights.values())
     n_classes = next(iter(weights.values())).shape[0]
     panel_height = 0.8 + min(0.12 * n_classes, 3.0)  # 37 pet breeds stay legible, not huge
@@ -136,32 +179,34 @@ def plot_fc_heatmaps(weights: dict[str, np.ndarray], classes: list[str], dataset
                              sharex=True, layout="constrained")  # x labels only under the last panel
     for ax, (method, w) in zip(axes[:, 0], weights.items()):
         image = ax.imshow(w, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-        ax.set_title(method, loc="left", fontsize=10)
+        ax.set_title(method, loc="left", fontsize=10, color=_style(styles, method)["color"])
         ax.set_ylabel("class")
         if len(classes) == w.shape[0] and w.shape[0] <= 40:
             ax.set_yticks(range(len(classes)), classes, fontsize=6 if len(classes) > 12 else 8)
-    axes[-1, 0].set_xlabel("feature (fc input)")
+    axes[-1, 0].set_xlabel("feature (classifier-layer input)")
     fig.colorbar(image, ax=axes[:, 0].tolist(), label="weight", shrink=min(1.0, 4 / len(weights)))
-    fig.suptitle(f"{dataset}: fc-layer weights of the trained ResNet")
+    fig.suptitle(f"{dataset}: classifier-layer weights of the trained learner")
     return save(fig, path)
 
 
-def plot_fc_histograms(weights: dict[str, np.ndarray], colors: dict, dataset: str, path) -> Path:
-    """Distribution of the trained fc layer's weights per method (the paper's Fig 10)."""
+def plot_classifier_histograms(weights: dict[str, np.ndarray], styles: dict, dataset: str, path) -> Path:
+    """Distribution of the trained classifier layer's weights per method (the paper's Fig 10): one line
+    per method through the bins' densities, in its colour and marker."""
     values = {m: w.ravel() for m, w in weights.items()}
-    bins = np.linspace(min(v.min() for v in values.values()), max(v.max() for v in values.values()), 80)
+    bins = np.linspace(min(v.min() for v in values.values()), max(v.max() for v in values.values()), 60)
+    centres = (bins[:-1] + bins[1:]) / 2
     fig, ax = plt.subplots(figsize=(8, 4))
     for method, v in values.items():
-        ax.hist(v, bins=bins, histtype="step", linewidth=1.5, density=True, color=colors.get(method),
+        density, _ = np.histogram(v, bins=bins, density=True)
+        ax.plot(centres, density, linewidth=1.3, markersize=4, markevery=6, **_style(styles, method),
                 label=f"{method} (mean {v.mean():+.4f}, std {v.std():.4f})")
-    ax.set(xlabel="weight", ylabel="density", title=f"{dataset}: fc-layer weight distribution")
+    ax.set(xlabel="weight", ylabel="density", title=f"{dataset}: classifier-layer weight distribution")
     ax.grid(alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)  # beside, hiding no bars
+    _legend_outside(ax)
     return save(fig, path)
 
 
 STRATEGY_STYLE = {"full": "-", "seals": "--"}   # candidate pool -> line style
-MARKERS = "osD^v<>px*"
 
 
 def _same_as(strategies: dict[str, dict]) -> dict[str, str]:
@@ -202,36 +247,36 @@ def plot_active_learning(strategies: dict[str, dict], dataset: str, path) -> Pat
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    acc_ax.legend(fontsize=8, loc="lower right")
-    sec_ax.legend(fontsize=8, loc="best")
+    _legend_outside(fig, *acc_ax.get_legend_handles_labels())
     fig.suptitle(f"{dataset}: simulated pool-based active learning (solid: full pool, dashed: SEALS pool)")
-    fig.tight_layout()
     return save(fig, path)
 
 
 def plot_pruning_curve(fractions: list[float], acc: dict[str, list[float]], points: dict, keep_fraction,
-                       dataset: str, path) -> Path:
-    """Kept fraction vs linear-probe test accuracy (easy / hard / random-kept), with the ResNet-18
-    prune_* runs at keep_fraction as points (``points``: method -> (accuracy Stat, size Stat))."""
+                       dataset: str, learner: str, styles: dict, path) -> Path:
+    """Kept fraction vs linear-probe test accuracy (easy / hard / random-kept), with the learner's
+    prune_* runs at keep_fraction as points in their methods' styles (``points``: method -> (accuracy
+    Stat, size Stat))."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    colors = {"easy": "C0", "hard": "C3", "random": "0.45"}
+    colors = {"easy": "0.15", "hard": "0.45", "random": "0.7"}   # greys: the methods own the colours
     for mode, accs in acc.items():
-        ax.plot(fractions, 100 * np.asarray(accs), marker="o", color=colors.get(mode),
-                linestyle="--" if mode == "random" else "-", label=f"linear probe, {mode}-kept")
+        ax.plot(fractions, 100 * np.asarray(accs), color=colors.get(mode), marker=".",
+                linestyle="--" if mode == "random" else ("-" if mode == "easy" else "-."),
+                label=f"linear probe, {mode}-kept")
     offsets = np.linspace(-0.012, 0.012, max(len(points), 1))  # side by side when the accuracies tie
-    for (method, (acc_stat, size)), dx, marker in zip(points.items(), offsets, "sD^v"):
+    for (method, (acc_stat, size)), dx in zip(points.items(), offsets):
         images = f"{size.mean:.0f} images, " if size.n else ""
-        ax.errorbar(keep_fraction + dx, 100 * acc_stat.mean, yerr=100 * acc_stat.std, fmt=marker,
-                    markersize=8, capsize=3, markeredgecolor="black",
-                    color=colors.get(method.removeprefix("prune_"), "C2"),
-                    label=f"ResNet-18 {method} ({images}n={acc_stat.n})")
+        style = _style(styles, method)
+        ax.errorbar(keep_fraction + dx, 100 * acc_stat.mean, yerr=100 * acc_stat.std, fmt=style["marker"],
+                    color=style["color"], markersize=8, capsize=3, markeredgecolor="black",
+                    label=f"{learner} {method} ({images}n={acc_stat.n})")
     if points:
-        ax.axvline(keep_fraction, color="0.7", linewidth=1, zorder=0,
+        ax.axvline(keep_fraction, color="0.8", linewidth=1, zorder=0,
                    label=f"prune.keep_fraction = {keep_fraction:g}")
     ax.set(xlabel="kept fraction of the training split", ylabel="test accuracy (%)",
            title=f"{dataset}: prototype pruning (difficulty = distance to the nearest k-means centroid)\n"
-                 "lines: linear probe on the extracted features; points: ResNet-18 trained on the kept split"
+                 f"lines: linear probe on the extracted features; points: {learner} trained on the kept split"
                  + ("" if points else " (no prune_* run yet)"))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    _legend_outside(ax)
     return save(fig, path)

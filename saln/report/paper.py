@@ -8,21 +8,30 @@ from pathlib import Path
 import yaml
 
 PAPER_FILE = Path(__file__).with_name("paper.yaml")
+METRICS = ("train_acc", "val_acc", "train_loss", "val_loss", "test_acc", "train_minutes")
+NOT_IN_PAPER = "not in the paper"   # the paper has no such dataset or method
 
-NO_PAPER_VALUE = "no paper value"                  # the paper has no such dataset or method
-NOT_AVAILABLE = "paper value not available"         # the paper has it, we could not read it
+
+@dataclass(frozen=True)
+class PaperTable:
+    number: int
+    dataset: str          # paper dataset id
+    kind: str             # accuracy | loss | test_accuracy | training_time
+    methods: list[str]
 
 
 @dataclass(frozen=True)
 class Paper:
     source: str
-    values_note: str
     datasets: dict[str, str]                 # paper dataset id -> the paper's name for it
     dataset_keys: dict[str, str]             # pipeline dataset key -> paper dataset id
     methods: list[str]
     pairings: list[tuple[str, str]]          # (method, baseline)
-    results: dict[str, dict[str, dict]] = field(default_factory=dict)
-    claims: dict[str, float] = field(default_factory=dict)
+    results: dict[str, dict[str, dict]]      # paper dataset id -> method -> metric -> value
+    tables: list[PaperTable] = field(default_factory=list)
+    claims: dict = field(default_factory=dict)
+    setting: dict = field(default_factory=dict)
+    inconsistencies: list[str] = field(default_factory=list)
 
     def dataset_id(self, key: str) -> str | None:
         return self.dataset_keys.get(key)
@@ -31,22 +40,40 @@ class Paper:
         pid = self.dataset_id(key)
         return self.datasets.get(pid) if pid else None
 
-    def value(self, key: str, method: str, metric: str) -> tuple[float | None, str]:
-        """(value, '') when published, else (None, why not)."""
+    def value(self, key: str, method: str, metric: str) -> float | None:
+        """The published number; None when the paper has no such dataset or method."""
         pid = self.dataset_id(key)
         if pid is None or method not in self.methods:
-            return None, NO_PAPER_VALUE
-        value = self.results.get(pid, {}).get(method, {}).get(metric)
-        return (float(value), "") if value is not None else (None, NOT_AVAILABLE)
+            return None
+        return float(self.results[pid][method][metric])
+
+    def table_numbers(self, key: str, kind: str) -> list[PaperTable]:
+        """The paper's tables of ``kind`` on the paper dataset ``key`` stands for."""
+        pid = self.dataset_id(key)
+        return [t for t in self.tables if t.dataset == pid and t.kind == kind]
+
+
+def _check_complete(results: dict, datasets: dict, methods: list[str]) -> None:
+    """Every method of every paper dataset has all its numbers: a gap is an error, never a blank cell."""
+    for pid in datasets:
+        for method in methods:
+            row = (results.get(pid) or {}).get(method) or {}
+            missing = [m for m in METRICS if not isinstance(row.get(m), (int, float))]
+            if missing:
+                raise ValueError(f"paper.yaml: results.{pid}.{method} lacks {', '.join(missing)}")
 
 
 def load_paper(path: str | Path = PAPER_FILE) -> Paper:
     raw = yaml.safe_load(Path(path).read_text())
+    methods = list(raw["methods"])
+    _check_complete(raw["results"], raw["datasets"], methods)
+    tables = [PaperTable(int(n), t["dataset"], t["kind"], list(t["methods"]))
+              for n, t in sorted((raw.get("tables") or {}).items())]
     return Paper(
-        source=raw["source"], values_note=raw.get("values_note", ""),
-        datasets=raw["datasets"], dataset_keys=raw["dataset_keys"], methods=list(raw["methods"]),
-        pairings=[tuple(p) for p in raw.get("pairings", [])], results=raw.get("results") or {},
-        claims=raw.get("claims") or {},
+        source=" ".join(raw["source"].split()), datasets=raw["datasets"], dataset_keys=raw["dataset_keys"],
+        methods=methods, pairings=[tuple(p) for p in raw.get("pairings", [])], results=raw["results"],
+        tables=tables, claims=raw.get("claims") or {}, setting=raw.get("setting") or {},
+        inconsistencies=list(raw.get("inconsistencies") or []),
     )
 
 

@@ -14,18 +14,21 @@ def run_dir(root: Path, dataset: str, method: str, seed: int) -> Path:
     return Path(root) / dataset / method / f"seed{seed}"
 
 
+def load_run(d: str | Path, dataset: str, method: str, seed: int | None = None) -> dict | None:
+    """A finished run: its metrics.json plus dataset, method, seed and dir; None when it has none."""
+    d = Path(d)
+    if not (d / "metrics.json").is_file():
+        return None
+    metrics = json.loads((d / "metrics.json").read_text())
+    seed = seed if seed is not None else metrics.get("seed")
+    return {**metrics, "dataset": dataset, "method": method, "seed": seed, "dir": str(d)}
+
+
 def collect_runs(datasets, methods, seeds, root: Path = TRAIN_ROOT) -> list[dict]:
-    """One dict per finished run: its metrics.json plus dataset, method, seed and dir."""
-    runs = []
-    for dataset in datasets:
-        for method in methods:
-            for seed in seeds:
-                d = run_dir(root, dataset, method, seed)
-                if (d / "metrics.json").is_file():
-                    metrics = json.loads((d / "metrics.json").read_text())
-                    runs.append({**metrics, "dataset": dataset, "method": method, "seed": seed,
-                                 "dir": str(d)})
-    return runs
+    """One dict per finished run of the train matrix."""
+    found = (load_run(run_dir(root, dataset, method, seed), dataset, method, seed)
+             for dataset in datasets for method in methods for seed in seeds)
+    return [run for run in found if run is not None]
 
 
 @dataclass(frozen=True)
@@ -54,5 +57,6 @@ def aggregate(runs: list[dict], key: str) -> dict[tuple[str, str], Stat]:
     """(dataset, method) -> Stat of ``key`` over the runs' seeds."""
     groups: dict[tuple[str, str], list[float]] = {}
     for run in runs:
-        groups.setdefault((run["dataset"], run["method"]), []).append(run[key])
+        if isinstance(run.get(key), (int, float)):   # a run that did not record ``key`` is left out
+            groups.setdefault((run["dataset"], run["method"]), []).append(run[key])
     return {group: stat(values) for group, values in groups.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from saln.report.markdown import markdown_table
 from saln.report.runs import aggregate
 
 COLUMNS = [  # (metric key, header, digits, scale)
@@ -18,14 +19,9 @@ COLUMNS = [  # (metric key, header, digits, scale)
 def metrics_markdown(runs: list[dict], datasets, methods) -> str:
     stats = {key: aggregate(runs, key) for key, *_ in COLUMNS}
     lines = ["# Metrics", "", "Mean ± sample std over seeds; n = number of seeds that finished.", ""]
+    header = ["method"] + [h for _, h, _, _ in COLUMNS]
     for dataset in datasets:
-        lines += [f"## {dataset}", "", "| method | " + " | ".join(h for _, h, _, _ in COLUMNS) + " |",
-                  "|---" * (len(COLUMNS) + 1) + "|"]
-        for method in methods:
-            cells = []
-            for key, _, digits, scale in COLUMNS:
-                s = stats[key].get((dataset, method))
-                cells.append(s.format(digits, scale) if s else "not run")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        lines.append("")
+        body = [[method] + [s.format(digits, scale) if (s := stats[key].get((dataset, method))) else "not run"
+                            for key, _, digits, scale in COLUMNS] for method in methods]
+        lines += [f"## {dataset}", "", markdown_table(header, body), ""]
     return "\n".join(lines)

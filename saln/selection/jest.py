@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from saln.config import number, require
 from saln.errors import SalnError
 from saln.selection.base import SelectionBatch, Selector, top_k
 from saln.selection.registry import register
@@ -31,8 +32,6 @@ PAIR_SCALE = 10.0  # sigmoid-loss logit = PAIR_SCALE * cosine similarity of cent
 
 def jest_options(params: dict) -> dict:
     """The ``jest`` block of params.yaml, validated: keyword options of this module's selectors."""
-    from saln.config import number, require
-
     block = require(params, "jest", "params")
     score = require(block, "score", "jest")
     if score not in SCORES:

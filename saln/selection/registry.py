@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from saln.config import listed_methods
+from saln.errors import SalnError
 from saln.selection.base import Selector
 
 REGISTRY: dict[str, type[Selector]] = {}
@@ -22,3 +24,14 @@ def build(name: str, **options) -> Selector:
     if name not in REGISTRY:
         raise KeyError(f"unknown method {name!r}: choose from {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name](**options)
+
+
+def check_method(method: str) -> str:
+    if method not in REGISTRY:
+        raise SalnError(f"unknown method {method!r}: choose from {', '.join(sorted(REGISTRY))}")
+    return method
+
+
+def method_names(params: dict) -> list[str]:
+    """``train.methods``: distinct registered method names."""
+    return [check_method(m) for m in listed_methods(params)]

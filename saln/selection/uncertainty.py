@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from saln.config import number, require
 from saln.errors import SalnError
 from saln.selection.base import SelectionBatch, Selector, top_k
 from saln.selection.registry import register
@@ -23,8 +24,6 @@ DEFAULT_BETA = 1.0
 
 def uncertainty_options(params: dict) -> dict:
     """The ``uncertainty`` block of params.yaml, validated: keyword options of ``infodensity``."""
-    from saln.config import number, require
-
     block = require(params, "uncertainty", "params")
     return {"beta": number(block, "beta", "uncertainty", lo=0)}
 

@@ -1,0 +1,81 @@
+"""The abstract's 'up to' claims (speedup, accuracy gain over standard), the paper's own tables and ours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from saln.report.compare import LOSS, WIN, Comparison, compare, two_se
+from saln.report.markdown import markdown_table
+from saln.report.paper import Paper
+
+SUPPORTED, NOT_SUPPORTED, NOT_TESTED = "supported", "not supported", "not tested by this run"
+
+
+@dataclass(frozen=True)
+class Headline:
+    text: str
+    paper_shows: str   # what the paper's own tables give
+    measured: str
+    verdict: str
+    note: str
+
+
+def _paper_best(paper: Paper, metric: str, kind: str) -> str:
+    """The paper's largest SALN-vs-standard speedup or gain, and the table it comes from."""
+    best = None
+    for key, pid in paper.dataset_keys.items():
+        s, b = paper.value(key, "saln", metric), paper.value(key, "standard", metric)
+        value = b / s if metric == "train_minutes" else s - b
+        numbers = [t.number for t in paper.table_numbers(key, kind) if "standard" in t.methods]
+        if best is None or value > best[0]:
+            best = (value, paper.datasets[pid], numbers)
+    if best is None:
+        return "—"
+    unit = "×" if metric == "train_minutes" else " pp"
+    return f"{best[0]:.2f}{unit} ({best[1]}, Table {', '.join(map(str, best[2]))})"
+
+
+def _speedup(target: float, comps: list[Comparison], filter_ratio: float, paper: Paper) -> Headline:
+    text = f"Up to {target:g}× reduction in training time over standard training."
+    shows = _paper_best(paper, "train_minutes", "training_time")
+    if not comps:
+        return Headline(text, shows, "no saln and standard runs to compare", NOT_TESTED,
+                        "Needs finished saln and standard runs on one dataset.")
+    best = max(comps, key=lambda c: c.time_speedup)
+    bound = 1 / (1 - filter_ratio)
+    measured = (f"largest speedup {best.time_speedup:.2f}× by seconds, {best.image_speedup:.2f}× by images "
+                f"back-propagated ({best.dataset}, equal epochs)")
+    note = f"Back-prop bound 1/(1 − filter_ratio) = {bound:.2f}× (B/keep = {best.bound:.2f}×)."
+    if best.bound < target:
+        note += (f" At filter_ratio {filter_ratio:g} back-propagating fewer images alone cannot give "
+                 f"{target:g}×; it needs filter_ratio ≥ {1 - 1 / target:.3f}.")
+    return Headline(text, shows, measured, SUPPORTED if best.time_speedup >= target else NOT_SUPPORTED, note)
+
+
+def _gain(target: float, comps: list[Comparison], paper: Paper) -> Headline:
+    text = f"Up to {target:g}% higher accuracy than standard training (read as percentage points)."
+    shows = _paper_best(paper, "test_acc", "test_accuracy")
+    if not comps:
+        return Headline(text, shows, "no saln and standard runs to compare", NOT_TESTED,
+                        "Needs finished saln and standard runs on one dataset.")
+    best = max(comps, key=lambda c: c.acc_gain)
+    outcome = two_se(best.acc_gain - target, best.acc_gain_se)
+    measured = (f"largest gain {best.acc_gain:+.2f} ± {best.acc_gain_se:.2f} pp test accuracy "
+                f"({best.dataset}, equal epochs, n={best.n[0]} vs {best.n[1]})")
+    verdict = {WIN: SUPPORTED, LOSS: NOT_SUPPORTED}.get(outcome, f"{outcome} of {target:g} pp")
+    return Headline(text, shows, measured, verdict, "The gain is compared with the target by the 2-SE rule.")
+
+
+def headline_claims(runs: list[dict], paper: Paper, datasets: list[str], filter_ratio: float) -> list[Headline]:
+    comps = [c for d in datasets if (c := compare(runs, d, "saln", "standard"))]
+    out = []
+    if (target := paper.claims.get("max_speedup_vs_standard")) is not None:
+        out.append(_speedup(float(target), comps, filter_ratio, paper))
+    if (target := paper.claims.get("max_acc_gain_vs_standard")) is not None:
+        out.append(_gain(float(target), comps, paper))
+    return out
+
+
+def headlines_markdown(rows: list[Headline]) -> str:
+    return markdown_table(["claim (abstract)", "the paper's own tables", "measured here", "verdict", "note"],
+                          [[h.text, h.paper_shows, h.measured, f"**{h.verdict}**", h.note] for h in rows])

@@ -1,0 +1,123 @@
+"""What the runs were: the params the report reads, and how it names them beside the paper's setting.
+
+The report stage reads exactly these keys of params.yaml (``regime_from_params``): data.names,
+data.sources.<name>.image_size (for each name in data.names), train.methods, train.seeds,
+train.epochs, train.lr, train.filter_ratio, train.log_batches, model.arch, model.weights,
+features.backbone, features.weights and prune.keep_fraction (optional).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from saln.config import number, require
+from saln.errors import SalnError
+
+ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "efficientnet_lite0": "EfficientNet-Lite0",
+              "efficientnet_lite1": "EfficientNet-Lite1", "efficientnet_lite2": "EfficientNet-Lite2"}
+DATASET_NAMES = {"pets": "Oxford-IIIT Pet", "cifar10": "CIFAR-10", "cifar10_subset": "CIFAR-10 subset",
+                 "digits": "digits"}
+
+
+@dataclass(frozen=True)
+class Regime:
+    datasets: list[str]
+    methods: list[str]
+    seeds: list[int]
+    epochs: int
+    lr: float
+    filter_ratio: float
+    log_batches: list[int]
+    arch: str
+    weights: str              # learner: none | imagenet | a file
+    backbone: str             # SALN's feature extractor
+    feature_weights: str
+    image_sizes: dict[str, int] = field(default_factory=dict)   # dataset -> stored image size (px)
+    keep_fraction: float | None = None                          # prune.keep_fraction
+
+
+def _int_list(section: dict, key: str, where: str) -> list[int]:
+    values = require(section, key, where)
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise SalnError(f"{where}.{key} must be a list of integers, got {values!r}")
+    return list(values)
+
+
+def _str_list(section: dict, key: str, where: str) -> list[str]:
+    values = require(section, key, where)
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+        raise SalnError(f"{where}.{key} must be a non-empty list of names, got {values!r}")
+    return list(values)
+
+
+def regime_from_params(params: dict) -> Regime:
+    data, train = require(params, "data", "params"), require(params, "train", "params")
+    model, features = require(params, "model", "params"), require(params, "features", "params")
+    datasets = _str_list(data, "names", "data")
+    sources = require(data, "sources", "data")
+    sizes = {}
+    for name in datasets:
+        if name not in sources:
+            raise SalnError(f"data.names lists {name!r}, which is not in data.sources")
+        sizes[name] = number(sources[name], "image_size", f"data.sources.{name}", lo=1, integer=True)
+    prune = params.get("prune") or {}
+    return Regime(
+        datasets=datasets, methods=_str_list(train, "methods", "train"),
+        seeds=_int_list(train, "seeds", "train"), epochs=number(train, "epochs", "train", lo=1, integer=True),
+        lr=number(train, "lr", "train", lo=0, lo_open=True),
+        filter_ratio=number(train, "filter_ratio", "train", lo=0, hi=1, hi_open=True),
+        log_batches=_int_list(train, "log_batches", "train"),
+        arch=str(require(model, "arch", "model")), weights=str(require(model, "weights", "model")),
+        backbone=str(require(features, "backbone", "features")),
+        feature_weights=str(require(features, "weights", "features")),
+        image_sizes=sizes, keep_fraction=prune.get("keep_fraction"),
+    )
+
+
+def arch_name(arch: str) -> str:
+    return ARCH_NAMES.get(arch, arch)
+
+
+def dataset_name(key: str) -> str:
+    return DATASET_NAMES.get(key, key)
+
+
+def weights_name(weights: str) -> str:
+    return {"none": "from scratch", "imagenet": "ImageNet-pretrained"}.get(weights, f"weights from {weights}")
+
+
+def learner(regime: Regime) -> str:
+    """E.g. 'ResNet-18 from scratch'."""
+    return f"{arch_name(regime.arch)} {weights_name(regime.weights)}"
+
+
+def feature_extractor(regime: Regime) -> str:
+    kind = {"none": "randomly initialised, seeded", "imagenet": "ImageNet-pretrained"}.get(
+        regime.feature_weights, f"weights from {regime.feature_weights}")
+    return f"{arch_name(regime.backbone)} ({kind})"
+
+
+def regime_line(regime: Regime, dataset: str) -> str:
+    """One sentence stating what the runs on ``dataset`` were."""
+    size = regime.image_sizes.get(dataset)
+    return (f"Regime: learner {learner(regime)}; SALN features {feature_extractor(regime)}; data "
+            f"{dataset_name(dataset)} (`{dataset}`){f' at {size} px' if size else ''}; {regime.epochs} epochs, "
+            f"lr {regime.lr:g}, filter_ratio {regime.filter_ratio:g}; seeds {', '.join(map(str, regime.seeds))}.")
+
+
+def ours_header(regime: Regime, dataset: str, paper_setting: dict, paper_name: str | None) -> str:
+    """'ours (...)' naming what differs from the paper: data, image size (the paper states none),
+    epochs and learner."""
+    if dataset not in regime.datasets:
+        return f"ours (not run: `{dataset}` is not in data.names)"
+    parts = []
+    if paper_name is None or dataset_name(dataset) != paper_name:
+        parts.append(dataset_name(dataset))
+    if dataset in regime.image_sizes:
+        parts.append(f"{regime.image_sizes[dataset]} px")
+    if regime.epochs != paper_setting.get("epochs"):
+        parts.append(f"{regime.epochs} epochs")
+    paper_learner = paper_setting.get("learner") or {}
+    if (regime.arch, regime.weights) != (paper_learner.get("arch"), paper_learner.get("weights")):
+        parts.append(learner(regime))
+    return f"ours ({', '.join(parts)})" if parts else "ours"
