@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
 
 from saln.augment import AugmentSpec  # noqa: E402
 from saln.data import Prepared  # noqa: E402
-from saln.device import memory_format, pick_device, sync  # noqa: E402
+from saln.device import pick_device, sync  # noqa: E402
 from saln.selection import REGISTRY  # noqa: E402
 from saln.train import RunInputs, TrainConfig, Trainer, build_trainer  # noqa: E402
 

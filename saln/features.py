@@ -67,7 +67,7 @@ def test_time_batches(images: torch.Tensor, transform: torch.nn.Module, batch_si
 def extract_features(model: torch.nn.Module, images: torch.Tensor, spec: AugmentSpec, norm,
                      batch_size: int, device: torch.device, progress: bool = True) -> np.ndarray:
     """Run ``model`` (ending in global average pooling) over uint8 N x 3 x H x W images."""
-    fmt = memory_format(device)
+    fmt = memory_format()
     model = model.to(device, memory_format=fmt).eval()
     batches = test_time_batches(images, test_pipeline(spec, norm).to(device), batch_size, device, fmt)
     out = []

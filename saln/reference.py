@@ -56,7 +56,7 @@ def score_examples(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
                    spec: AugmentSpec, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per-example cross-entropy and penultimate embedding of every image (eval mode, test transform)."""
     device = pick_device(cfg.device)
-    fmt = memory_format(device, cfg.channels_last)
+    fmt = memory_format(cfg.channels_last)
     model = model.to(device, memory_format=fmt).eval()
     transform = test_pipeline(spec, normalisation(cfg.arch)).to(device)
     losses, embeddings = [], []

@@ -210,7 +210,7 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
     """Seed, then move the data to ``device`` and build the learner (in this order, for reproducibility)."""
     seed_everything(seed)
     selector = build(method, **inputs.selector_options)
-    fmt = memory_format(device, cfg.channels_last)
+    fmt = memory_format(cfg.channels_last)
     model = build_model(cfg.arch, cfg.weights, inputs.prepared.num_classes).to(device, memory_format=fmt)
     norm = normalisation(cfg.arch)
     return Trainer(
