@@ -33,6 +33,15 @@ def validate_all(params: dict) -> None:
     prune_config(params)
     active_config(params)
     sweep_lrs(params)
+    report_out(params)
+
+
+def report_out(params: dict) -> str:
+    """``report.out``: the report's folder, a relative path inside the repository."""
+    out = require(require(params, "report", "params"), "out", "report")
+    if not isinstance(out, str) or not out or out.startswith(("/", "..")):
+        raise SalnError(f"report.out must be a folder inside the repository, got {out!r}")
+    return out
 
 
 def reference_methods(params: dict) -> list[str]:
