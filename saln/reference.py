@@ -88,7 +88,7 @@ def train_reference(prepared: Prepared, spec: AugmentSpec, cfg: TrainConfig, ref
     out.mkdir(parents=True)
     run_cfg = replace(cfg, epochs=ref.epochs, batch_size=ref.batch_size, log_batches=())
     metrics = train_run(RunInputs(reference_view(prepared), spec), run_cfg, "standard", ref.seed,
-                        run_dir, progress=progress)
+                        run_dir, progress=progress, curves=False)
     model = build_model(cfg.arch, "none", prepared.num_classes)
     # The weights join the cached tables; the run folder keeps only its (uncached) logs and timings.
     shutil.move(Path(run_dir) / "model.pt", out / "model.pt")

@@ -235,11 +235,12 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
 
 
 def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_dir: str | Path,
-              progress: bool = True) -> dict:
+              progress: bool = True, curves: bool = True) -> dict:
     """Train one (dataset, method, seed) run; writes metrics.json, model.pt, selections.npz, dvclive/.
 
     Every epoch, and once before training (epoch 0), the learner is evaluated on the validation
-    and test splits, so accuracy can be read against epochs, images back-propagated and seconds.
+    and test splits, so accuracy can be read against epochs, images back-propagated and seconds;
+    ``curves=False`` evaluates after the last epoch only (the reference model needs no curves).
     A non-finite loss raises ``DivergedError`` at once, before anything is written.
     """
     from dvclive import Live
@@ -256,12 +257,14 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
     counts, logged = Counters(), {"batch": [], "indices": [], "kept": []}
     out.mkdir(parents=True, exist_ok=True)
     live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
-    log_epoch(live, counts, epoch_row(trainer, split, cfg, 0, None, counts, clocks))
+    if curves:
+        log_epoch(live, counts, epoch_row(trainer, split, cfg, 0, None, counts, clocks))
     for epoch in range(1, cfg.epochs + 1):
         with clocks["train"]():
             fit = train_epoch(trainer, split["train"], cfg, method, epoch, n_batches, counts, logged,
                               progress)
-        row = epoch_row(trainer, split, cfg, epoch, fit, counts, clocks)
+        evaluated = curves or epoch == cfg.epochs
+        row = epoch_row(trainer, split, cfg, epoch, fit, counts, clocks, evaluated)
         log_epoch(live, counts, row)
         report_epoch(method, cfg.epochs, row, progress)
     live.end()
@@ -312,11 +315,11 @@ def train_epoch(trainer: Trainer, train_split: torch.Tensor, cfg: TrainConfig, m
 
 
 def epoch_row(trainer: Trainer, split: dict, cfg: TrainConfig, epoch: int, fit: dict | None,
-              counts: Counters, clocks: dict) -> dict:
+              counts: Counters, clocks: dict, evaluated: bool = True) -> dict:
     """One point of the curves: after ``epoch`` epochs (0 = the model before training)."""
     row = {"epoch": epoch, **(fit or {})}
     with clocks["eval"]():
-        for name in ("val", "test"):
+        for name in ("val", "test") if evaluated else ():
             row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
                 trainer.model, trainer.images, trainer.labels, split[name], trainer.test_tf,
                 cfg.eval_batch_size, trainer.device, cfg.bf16, trainer.fmt)
@@ -334,19 +337,20 @@ def log_epoch(live, counts: Counters, row: dict) -> None:
 
 def report_epoch(method: str, epochs: int, row: dict, progress: bool) -> None:
     if progress:
-        print(f"{method} epoch {row['epoch']}/{epochs}: train_loss {row['train_loss']:.4f}, "
-              f"val_acc {row['val_acc']:.4f}, test_acc {row['test_acc']:.4f}, "
+        scores = "".join(f", {k} {row[k]:.4f}" for k in ("val_acc", "test_acc") if k in row)
+        print(f"{method} epoch {row['epoch']}/{epochs}: train_loss {row['train_loss']:.4f}{scores}, "
               f"{row['train_seconds']:.1f} s", file=sys.stderr, flush=True)
 
 
 def final_metrics(counts: Counters, clocks: dict, trainer: Trainer, cfg: TrainConfig, seed: int,
                   train_images: int, device: torch.device) -> dict:
-    last, trained = counts.history[-1], counts.history[1:]
+    last = counts.history[-1]
+    evaluated = [r for r in counts.history if r["epoch"] > 0 and "val_acc" in r]
     return {
         "test_acc": last["test_acc"], "test_loss": last["test_loss"],
         "train_acc": last["train_acc"], "train_loss": last["train_loss"],
         "val_acc": last["val_acc"], "val_loss": last["val_loss"],
-        "best_val_acc": max(r["val_acc"] for r in trained),
+        "best_val_acc": max(r["val_acc"] for r in evaluated),
         "train_seconds": clocks["train"].seconds, "selection_seconds": trainer.select_clock.seconds,
         "eval_seconds": clocks["eval"].seconds,
         "images_backprop": counts.backprop, "images_scored": counts.scored,

@@ -90,7 +90,7 @@ def _dataset_part(out: Written, dataset: str, data: dict, runs: list[dict], meth
     shape = ("No per-batch selector saved a batch." if data.get("batch_size") is None else
              f"Batches of B = {data['batch_size']} candidates, {data['keep']} kept per selecting method.")
     out.lines += [shape, "", diagnostics_markdown(order, entries, data.get("chance", {}), accuracy), ""]
-    out.lines += [f"*{line}*" for line in graph_lines(order, entries)] + [""]
+    out.lines += [f"- {line}" for line in graph_lines(order, entries)] + [""]
     for note in data.get("notes", []):
         out.lines += [f"*Note: {note}*", ""]
     out.csv_files.append(f"{dataset}_diagnostics.csv")
@@ -233,5 +233,5 @@ def plot_selection_atlas(atlas: dict, dataset: str, styles: dict, path: str | Pa
                 ax.set_xlabel(f"PC1 ({share[0]:.0%} of variance)", fontsize=9)
             ax.grid(alpha=0.25)
     fig.suptitle(f"{dataset}: what each selector kept (epoch 1, seed {atlas['seed']})", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title
     return figures.save(fig, path)
