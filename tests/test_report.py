@@ -599,3 +599,16 @@ def test_build_report_survives_malformed_stage_outputs(tmp_path, paper):
     assert "No active-learning results" in report and "curves.json` is malformed" in report
     assert "No pruning curve" in report and "summary.json` is malformed" in report
     assert not list((tmp_path / "reports" / "figures").glob("*.png"))
+
+
+def test_probe_evidence_shows_pretrained_beside_random_weights(tmp_path):
+    from saln.report.evidence import probe_lines
+
+    assert probe_lines(["digits"], tmp_path) == []  # no probe.json: no section
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "probe.json").write_text(json.dumps(
+        {"backbone": "efficientnet_lite0", "weights": "imagenet", "chance": 0.1,
+         "probe_test_acc": 0.61, "probe_test_acc_random_init": 0.1}))
+    text = "\n".join(probe_lines(["digits", "other"], tmp_path))
+    assert "| digits | efficientnet_lite0 | imagenet | 61.0% | 10.0% | 10.0% |" in text
+    assert "other" not in text

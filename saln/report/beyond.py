@@ -20,9 +20,11 @@ from saln.report.runs import Stat, stat
 
 PAPER_GROUP, CONTROL_GROUP, BEYOND_GROUP = "paper method", "control", "beyond the paper"
 GROUPS = (PAPER_GROUP, CONTROL_GROUP, BEYOND_GROUP)
-# Told apart by name (the report imports no selector code): prune_* train on a pruned subset and the
-# uncertainty selectors pick per batch, both beyond the paper; every other non-paper method is a control.
+# Told apart by name (the report imports no selector code): prune_* train on a pruned subset, the
+# uncertainty selectors and SALN's graph variants (saln_*) pick per batch, all beyond the paper; the
+# rest (random, saln_inverse: the inverse ranking) are controls.
 UNCERTAINTY = ("maxent", "infodensity")
+CONTROLS = ("random", "saln_inverse")
 PRUNE_MODES = ("easy", "hard", "random")   # the linear-probe curve's subsets
 
 
@@ -75,7 +77,7 @@ class MethodRow:
 def method_group(method: str, paper_methods: list[str]) -> str:
     if method in paper_methods:
         return PAPER_GROUP
-    return BEYOND_GROUP if selects_subset(method) or method in UNCERTAINTY else CONTROL_GROUP
+    return CONTROL_GROUP if method in CONTROLS else BEYOND_GROUP
 
 
 def selects_subset(method: str) -> bool:

@@ -15,6 +15,7 @@ from saln.report.beyond_section import ACTIVE_ROOT, PRUNE_ROOT, Dirs, beyond_sec
 from saln.report.claims import BUDGETS, Group, accuracy_metric, claim_rows, data_notes, group_runs
 from saln.report.compare import pair_rows, write_pairs_csv
 from saln.report.diagnostics_section import diagnostics_section
+from saln.report.evidence import FEATURES_ROOT, probe_lines
 from saln.report.document import DatasetSection, Figure, Parts, render_report
 from saln.report.headline import headline_claims
 from saln.report.history import mean_curves
@@ -39,6 +40,7 @@ class Roots:
     prune: Path = PRUNE_ROOT
     active: Path = ACTIVE_ROOT
     lr: Path = LR_ROOT
+    features: Path = FEATURES_ROOT
     out: Path = Path("reports")
     diagnostics: Path | None = None  # stage diagnostics' results; None: results/diagnostics beside ``train``
     base: Path = Path(".")
@@ -68,7 +70,7 @@ def build_report(regime: Regime, roots: Roots = Roots(), paper: Paper | None = N
                                       roots.diagnostics or Path(roots.train).parent / "diagnostics", styles)
     parts = Parts(regime, len(runs), headline_claims(runs, paper, regime.datasets, regime.filter_ratio),
                   lr_lines, beyond.lines + diagnostics.lines, csv_files + lr_csv + beyond.csv_files
-                  + diagnostics.csv_files)
+                  + diagnostics.csv_files, probe_lines(regime.datasets, roots.features))
     (out / "report.md").write_text(render_report(parts, paper, sections, out, command))
     return runs
 

@@ -42,11 +42,13 @@ class Parts:
     lr_lines: list[str]
     beyond_lines: list[str]
     csv_files: list[str]
+    evidence_lines: list[str] = field(default_factory=list)
 
 
 def render_report(parts: Parts, paper: Paper, sections: list[DatasetSection], out_dir: Path,
                   command: str) -> str:
-    lines = _header(parts, paper, command) + _claims(parts, paper, sections) + parts.lr_lines + _legend(paper)
+    lines = (_header(parts, paper, command) + parts.evidence_lines + _claims(parts, paper, sections)
+             + parts.lr_lines + _legend(paper))
     for section in sections:
         lines += _dataset_section(section, paper, out_dir)
     lines += parts.beyond_lines
