@@ -6,6 +6,8 @@ asks it to validate that block, so nothing below needs to know about the others.
 
 from __future__ import annotations
 
+import difflib
+
 from saln.active import active_config
 from saln.augment import augment_spec
 from saln.config import dataset_names, require, seeds
@@ -19,7 +21,55 @@ from saln.sweep import sweep_lrs
 from saln.train import train_config
 
 
+# Every key the pipeline reads, block by block: a key outside it (a typo such as train.lrr) would
+# otherwise be silently ignored while the run uses the default.
+KNOWN_KEYS = {
+    "data": {"names", "val_fraction", "test_fraction", "reference_fraction", "split_seed", "sources"},
+    "augment": {"resize", "hflip", "rotation", "brightness", "contrast", "saturation", "hue", "test_resize",
+                "test_crop"},
+    "features": {"backbone", "weights", "batch_size", "seed"},
+    "model": {"arch", "weights"},
+    "train": {"methods", "seeds", "epochs", "batch_size", "lr", "momentum", "weight_decay", "filter_ratio",
+              "eval_batch_size", "log_batches", "device", "bf16", "channels_last", "compile"},
+    "saln": {"laplacian", "graph", "knn_k", "center", "ranking"},
+    "jest": {"score", "n_chunks"},
+    "reference": {"epochs", "batch_size", "seed"},
+    "uncertainty": {"beta"},
+    "prune": {"k", "keep_fraction", "auto_threshold", "curve_fractions", "seed"},
+    "active": {"seed_size", "per_round", "rounds", "k_neighbours", "strategies", "seed"},
+    "sweep": {"lrs"},
+    "report": {"out"},
+}
+SOURCE_KEYS = {"kind", "image_size", "root", "path"}
+
+
+def check_known_keys(params: dict) -> None:
+    """One line naming an unknown key and the nearest valid one."""
+    known = {f"{block}.{key}" for block, keys in KNOWN_KEYS.items() for key in keys} | set(KNOWN_KEYS)
+    for name, source in (params.get("data", {}).get("sources") or {}).items():
+        known |= {f"data.sources.{name}"} | {f"data.sources.{name}.{key}" for key in SOURCE_KEYS}
+    for key in _dotted_keys(params):
+        if key not in known:
+            nearest = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f": did you mean {nearest[0]}?" if nearest else ""
+            raise SalnError(f"unknown params key {key}{hint}")
+
+
+def _dotted_keys(params: dict) -> list[str]:
+    keys = []
+    for block, body in params.items():
+        keys.append(block)
+        if isinstance(body, dict):
+            for key, value in body.items():
+                keys.append(f"{block}.{key}")
+                if block == "data" and key == "sources" and isinstance(value, dict):
+                    keys += [f"data.sources.{n}.{k}" for n, src in value.items() if isinstance(src, dict)
+                             for k in src]
+    return keys
+
+
 def validate_all(params: dict) -> None:
+    check_known_keys(params)
     for name in dataset_names(params):
         source_config(params, name)
     split_config(params)

@@ -4,6 +4,7 @@ stops at once and writes no metrics; the lr sweep picks each method's best finis
 import json
 
 import numpy as np
+import yaml
 import pytest
 
 from saln.data import SourceConfig, load_npz
@@ -106,3 +107,31 @@ def test_best_lr_skips_diverged_rates_and_unfinished_ones(tmp_path):
     assert saln["best_lr"] == 0.001 and saln["diverged"] == ["0.1"]
     assert saln["val_acc"]["0.001"] == pytest.approx(0.7) and saln["val_acc"]["0.1"] is None
     assert summary["methods"]["random"]["best_lr"] is None
+
+
+@pytest.mark.parametrize("block, key, expected", [
+    ("train", "lrr", "unknown params key train.lrr: did you mean train.lr?"),
+    ("augment", "hflp", "unknown params key augment.hflp: did you mean augment.hflip?"),
+])
+def test_unknown_keys_name_the_nearest_valid_one(params, block, key, expected):
+    params[block][key] = 0.1
+    with pytest.raises(SalnError) as err:
+        validate_all(params)
+    assert str(err.value) == expected
+
+
+def test_the_repo_params_and_presets_use_only_known_keys(repo_params):
+    from saln.presets import flatten
+    from saln.validate import check_known_keys
+    from tests.conftest import ROOT
+
+    check_known_keys(repo_params)
+    for preset in sorted((ROOT / "presets").glob("*.yaml")):
+        for key in flatten(yaml.safe_load(preset.read_text()) or {}):
+            tree = {}
+            node = tree
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = 0
+            check_known_keys(tree)
