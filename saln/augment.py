@@ -1,10 +1,7 @@
-"""Augmentation: a JSON-able spec from params, and batched pipelines that run on any device.
+"""Augmentation settings: a JSON-able spec from params (stage augment writes it, others read it).
 
-Images travel as uint8 N x 3 x H x W tensors; each pipeline turns them into float tensors
-normalised with the mean and std that the network reading them was pretrained with (passed in by
-the caller: ``saln.backbones.normalisation``), so the learner and SALN's feature backbone each see
-their own input statistics. The train pipeline draws its random parameters per sample (kornia's default), not once
-per batch, matching torchvision's per-image transforms in a DataLoader.
+Kept free of torch, so the stages that only check or write the spec start fast; the batched
+pipelines built from it live in ``saln.transforms``.
 """
 
 from __future__ import annotations
@@ -12,9 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
 
 from saln.config import number
 from saln.errors import SalnError
@@ -64,42 +58,3 @@ def load_spec(path: str | Path) -> AugmentSpec:
     if not path.is_file():
         raise SalnError(f"{path} not found: run `dvc repro` (stage augment) first")
     return augment_spec(json.loads(path.read_text()))
-
-
-class _ToUnitFloat(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255.0)
-
-
-def normalize(norm: Normalisation) -> nn.Module:
-    import kornia.augmentation as K
-
-    mean, std = norm
-    return K.Normalize(mean=torch.tensor(mean), std=torch.tensor(std))
-
-
-def train_pipeline(spec: AugmentSpec, norm: Normalisation) -> nn.Module:
-    """uint8 N x 3 x H x W -> augmented, normalised float, random per sample."""
-    import kornia.augmentation as K
-
-    steps = [_ToUnitFloat(), K.Resize((spec.resize, spec.resize), antialias=True)]
-    if spec.hflip > 0:
-        steps.append(K.RandomHorizontalFlip(p=spec.hflip))
-    if spec.rotation > 0:
-        steps.append(K.RandomRotation(degrees=spec.rotation, p=1.0))
-    if max(spec.brightness, spec.contrast, spec.saturation, spec.hue) > 0:
-        steps.append(K.ColorJitter(spec.brightness, spec.contrast, spec.saturation, spec.hue, p=1.0))
-    steps.append(normalize(norm))
-    return nn.Sequential(*steps)
-
-
-def test_pipeline(spec: AugmentSpec, norm: Normalisation) -> nn.Module:
-    """uint8 N x 3 x H x W -> resized, center-cropped, normalised float (deterministic)."""
-    import kornia.augmentation as K
-
-    return nn.Sequential(
-        _ToUnitFloat(),
-        K.Resize((spec.test_resize, spec.test_resize), antialias=True),
-        K.CenterCrop((spec.test_crop, spec.test_crop)),
-        normalize(norm),
-    )

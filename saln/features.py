@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saln.augment import AugmentSpec, test_pipeline
+from saln.augment import AugmentSpec
+from saln.transforms import test_pipeline
 from saln.backbones import ARCHS, build_model, normalisation
 from saln.config import check_weights, number, require
 from saln.device import autocast, check_device, memory_format, pick_device

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from saln.augment import AugmentSpec, test_pipeline
+from saln.augment import AugmentSpec
+from saln.transforms import test_pipeline
 from saln.backbones import build_model, forward_with_embeddings, normalisation
 from saln.config import number, require
 from saln.data import Prepared

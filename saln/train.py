@@ -5,13 +5,15 @@ augmented, so dropped images are never augmented, forwarded or back-propagated. 
 partial batch of every epoch is dropped (for every method alike), so each step sees exactly
 ``batch_size`` candidates and keeps ``int(batch_size * (1 - filter_ratio))`` >= 2 of them.
 ``Trainer.step`` is one such step; ``train_run`` loops it over epochs and bench/ times it.
+Given a checkpoint path, ``train_run`` saves its whole state after every epoch and a rerun after a
+kill continues from there, ending bitwise equal to an uninterrupted run on CPU (saln/checkpoint.py).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saln.augment import AugmentSpec, test_pipeline, train_pipeline
+from saln.augment import AugmentSpec
+from saln.transforms import test_pipeline, train_pipeline
 from saln.backbones import ARCHS, build_model, forward_with_embeddings, normalisation
+from saln import checkpoint as ckpt
 from saln.config import batch_numbers, check_weights, number, require
 from saln.data import Prepared
 from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memory_format, pick_device,
@@ -234,14 +238,29 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
     )
 
 
+@dataclass
+class RunState:
+    """What a run accumulates besides its RNG streams; a checkpoint saves and restores all of it."""
+
+    trainer: Trainer
+    clocks: dict  # "train" and "eval" Stopwatches; the selection clock is the trainer's
+    counts: Counters = field(default_factory=Counters)
+    logged: dict = field(default_factory=lambda: {"batch": [], "indices": [], "kept": []})
+
+
 def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_dir: str | Path,
-              progress: bool = True, curves: bool = True) -> dict:
+              progress: bool = True, curves: bool = True, checkpoint: str | Path | None = None,
+              checkpoint_key: str = "") -> dict:
     """Train one (dataset, method, seed) run; writes metrics.json, model.pt, selections.npz, dvclive/.
 
     Every epoch, and once before training (epoch 0), the learner is evaluated on the validation
     and test splits, so accuracy can be read against epochs, images back-propagated and seconds;
     ``curves=False`` evaluates after the last epoch only (the reference model needs no curves).
     A non-finite loss raises ``DivergedError`` at once, before anything is written.
+
+    With ``checkpoint`` (a path outside the stage's outs), the run's state is saved there after
+    every epoch but the last; a later call with the same ``checkpoint_key`` (see ``checkpoint.run_key``) and the
+    same config and inputs continues after the saved epoch, and a finished run deletes the file.
     """
     from dvclive import Live
 
@@ -252,29 +271,132 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
     if n_batches == 0:
         raise SalnError(f"the training split has {len(split['train'])} images, fewer than "
                         f"train.batch_size={cfg.batch_size}")
-    trainer = build_trainer(inputs, cfg, method, seed, device)
-    clocks = {"train": Stopwatch(device), "eval": Stopwatch(device)}
-    counts, logged = Counters(), {"batch": [], "indices": [], "kept": []}
+    state = RunState(build_trainer(inputs, cfg, method, seed, device),
+                     {"train": Stopwatch(device), "eval": Stopwatch(device)})
     out.mkdir(parents=True, exist_ok=True)
     live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
-    if curves:
-        log_epoch(live, counts, epoch_row(trainer, split, cfg, 0, None, counts, clocks))
-    for epoch in range(1, cfg.epochs + 1):
-        with clocks["train"]():
-            fit = train_epoch(trainer, split["train"], cfg, method, epoch, n_batches, counts, logged,
-                              progress)
-        evaluated = curves or epoch == cfg.epochs
-        row = epoch_row(trainer, split, cfg, epoch, fit, counts, clocks, evaluated)
-        log_epoch(live, counts, row)
-        report_epoch(method, cfg.epochs, row, progress)
+    key = {"key": checkpoint_key, "run": run_identity(inputs, cfg, method, seed, curves, device)
+           } if checkpoint is not None else {}
+    done = resume(checkpoint, key, state, cfg.epochs) if checkpoint is not None else 0
+    if done:  # DVC deleted dvclive/ with the outs: rebuild the curves' first rows from the checkpoint
+        for row in state.counts.history:
+            _log_row(live, row)
+    elif curves:
+        log_epoch(live, state.counts, epoch_row(state.trainer, split, cfg, 0, None, state.counts,
+                                                state.clocks))
+    try:
+        for epoch in range(done + 1, cfg.epochs + 1):
+            run_epoch(state, live, split, cfg, method, epoch, n_batches, progress, curves)
+            if checkpoint is not None and epoch < cfg.epochs:  # after the last, the outputs follow
+                save_checkpoint(snapshot(state, epoch, key), checkpoint)
+            report_epoch(method, cfg.epochs, state.counts.history[-1], progress)
+    except DivergedError:
+        if checkpoint is not None:  # a divergence is an outcome, not an interruption: nothing to resume
+            ckpt.remove(checkpoint)
+        raise
     live.end()
-    metrics = final_metrics(counts, clocks, trainer, cfg, seed, len(split["train"]), device)
+    metrics = write_outputs(out, state, cfg, seed, len(split["train"]), device)
+    if checkpoint is not None:
+        ckpt.remove(checkpoint)
+    return metrics
+
+
+def run_epoch(state: RunState, live, split: dict, cfg: TrainConfig, method: str, epoch: int,
+              n_batches: int, progress: bool, curves: bool) -> None:
+    """Train one epoch, evaluate (every epoch with curves, else after the last) and log the row."""
+    with state.clocks["train"]():
+        fit = train_epoch(state.trainer, split["train"], cfg, method, epoch, n_batches, state.counts,
+                          state.logged, progress)
+    evaluated = curves or epoch == cfg.epochs
+    row = epoch_row(state.trainer, split, cfg, epoch, fit, state.counts, state.clocks, evaluated)
+    log_epoch(live, state.counts, row)
+
+
+def write_outputs(out: Path, state: RunState, cfg: TrainConfig, seed: int, train_images: int,
+                  device: torch.device) -> dict:
+    trainer, logged = state.trainer, state.logged
+    metrics = final_metrics(state.counts, state.clocks, trainer, cfg, seed, train_images, device)
     torch.save(trainer.model.state_dict(), out / "model.pt")
     np.savez(out / "selections.npz", batch=np.asarray(logged["batch"], dtype=np.int64),
              indices=np.asarray(logged["indices"], dtype=np.int64).reshape(-1, cfg.batch_size),
              kept=np.asarray(logged["kept"], dtype=bool).reshape(-1, cfg.batch_size))
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: save after an epoch, restore before the next
+
+
+def run_identity(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, curves: bool,
+                 device: torch.device) -> str:
+    """What the caller's key may not cover: the resolved config, method, seed, device and inputs.
+
+    Upstream stages (prepare, features, reference) can change the arrays without changing the
+    params a train stage reads; hashing the arrays themselves keeps a stale checkpoint out.
+    """
+    splits = inputs.prepared.splits
+    digest = ckpt.array_digest(inputs.prepared.images, inputs.prepared.labels,
+                               *(splits[k] for k in sorted(splits)), inputs.features,
+                               inputs.reference_losses, inputs.reference_embeddings, inputs.train_subset)
+    settings = {"config": asdict(cfg), "method": method, "seed": seed, "curves": curves,
+                "device": device.type, "spec": asdict(inputs.spec), "splits": sorted(splits),
+                "selector_options": inputs.selector_options, "inputs": digest}
+    return ckpt.run_key(settings, [])
+
+
+def snapshot(state: RunState, epoch: int, key: dict) -> dict:
+    """The run after ``epoch`` completed epochs, as plain tensors and containers."""
+    t, c, logged = state.trainer, state.counts, state.logged
+    return {
+        **key, "epoch": epoch,
+        "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+        "rng": ckpt.rng_states(t.generator),
+        "counters": {"backprop": c.backprop, "scored": c.scored, "keep_per_batch": c.keep_per_batch,
+                     "history": [dict(row) for row in c.history]},
+        "logged": {"batch": list(logged["batch"]),
+                   "indices": [torch.from_numpy(a) for a in logged["indices"]],
+                   "kept": [torch.from_numpy(a) for a in logged["kept"]]},
+        "seconds": {"train": state.clocks["train"].seconds, "eval": state.clocks["eval"].seconds,
+                    "select": t.select_clock.seconds},
+    }
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> None:
+    ckpt.save_atomic(payload, path)  # a module-level name, so a test can simulate a kill right after
+
+
+def resume(path: str | Path, key: dict, state: RunState, epochs: int) -> int:
+    """Restore ``state`` from the checkpoint if it belongs to this run; returns the epochs done."""
+    payload = ckpt.load(path)
+    if payload is None:
+        return 0
+    reason = ("it is unreadable or of an older format" if not payload
+              else "params or code changed" if payload.get("key") != key["key"]
+              else "the run's config or inputs changed" if payload.get("run") != key["run"] else "")
+    if reason:
+        ckpt.remove(path)
+        print(f"discarded checkpoint {path}: {reason} since it was written; training from scratch",
+              file=sys.stderr, flush=True)
+        return 0
+    restore(state, payload)
+    print(f"resumed from {path} after epoch {payload['epoch']} of {epochs}", file=sys.stderr, flush=True)
+    return payload["epoch"]
+
+
+def restore(state: RunState, payload: dict) -> None:
+    t, c = state.trainer, payload["counters"]
+    t.model.load_state_dict(payload["model"])
+    t.optimizer.load_state_dict(payload["optimizer"])
+    state.counts = Counters(c["backprop"], c["scored"], c["keep_per_batch"], list(c["history"]))
+    logged = payload["logged"]
+    state.logged = {"batch": list(logged["batch"]), "indices": [a.numpy() for a in logged["indices"]],
+                    "kept": [a.numpy() for a in logged["kept"]]}
+    seconds = payload["seconds"]
+    state.clocks["train"].seconds, state.clocks["eval"].seconds = seconds["train"], seconds["eval"]
+    # IntervalClock has no setter; a fresh one holds no pending spans, so its total is _seconds.
+    t.select_clock._seconds = seconds["select"]
+    ckpt.restore_rng(payload["rng"], t.generator)  # last: nothing above may draw after it
 
 
 def run_splits(inputs: RunInputs, device: torch.device) -> dict[str, torch.Tensor]:
@@ -330,6 +452,10 @@ def epoch_row(trainer: Trainer, split: dict, cfg: TrainConfig, epoch: int, fit: 
 
 def log_epoch(live, counts: Counters, row: dict) -> None:
     counts.history.append(row)
+    _log_row(live, row)
+
+
+def _log_row(live, row: dict) -> None:
     for key, value in row.items():
         live.log_metric(key, value)
     live.next_step()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from saln.augment import load_spec
+from saln.checkpoint import checkpoint_path, imported_project_files, run_key
 from saln.config import load_params
 from saln.data import load_prepared
 from saln.errors import one_line_errors
@@ -35,6 +36,16 @@ def run_inputs(params: dict, dataset: str, method: str) -> RunInputs:
     return inputs
 
 
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "filter_ratio", "eval_batch_size",
+              "log_batches", "device", "bf16", "channels_last", "compile")
+
+
+def read_params(params: dict) -> dict:
+    """The params this stage reads (its ``params:`` in dvc.yaml), which key its checkpoint."""
+    return {**{block: params[block] for block in ("saln", "jest", "uncertainty", "model")},
+            "train": {k: params["train"][k] for k in TRAIN_KEYS}}
+
+
 @one_line_errors
 def main() -> None:
     parser = _common.stage_parser(__doc__)
@@ -48,8 +59,14 @@ def main() -> None:
         cfg = replace(cfg, lr=args.lr)
     inputs = run_inputs(params, args.dataset, args.method)
     out = run_dir(args.dataset, args.method, args.seed, args.lr)
+    # A checkpoint outside the outs (DVC deletes those before a rerun), valid only for the same
+    # params and code: a killed run resumes from its last complete epoch.
+    key = run_key({"params": read_params(params), "dataset": args.dataset, "method": args.method,
+                   "seed": args.seed, "lr": args.lr}, imported_project_files())
     try:
-        metrics = train_run(inputs, cfg, args.method, args.seed, out)
+        metrics = train_run(inputs, cfg, args.method, args.seed, out,
+                            checkpoint=checkpoint_path(args.dataset, args.method, args.seed, args.lr),
+                            checkpoint_key=key)
     except DivergedError as err:
         if args.lr is None:
             raise

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from saln import augment
-from saln.augment import augment_spec, load_spec, save_spec, train_pipeline
+from saln import transforms
+from saln.augment import augment_spec, load_spec, save_spec
+from saln.transforms import train_pipeline
 from saln.errors import SalnError
 
 NORM = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # any (mean, std): the pipelines take the network's own
@@ -30,11 +31,11 @@ def test_train_augmentation_differs_per_sample(params):
 def test_test_pipeline_is_deterministic_and_normalised(params):
     spec = augment_spec({**params["augment"], "test_resize": 20, "test_crop": 16})
     images = torch.full((2, 3, 10, 10), 255, dtype=torch.uint8)
-    out = augment.test_pipeline(spec, NORM)(images)
+    out = transforms.test_pipeline(spec, NORM)(images)
     assert out.shape == (2, 3, 16, 16)
     expected = (1 - torch.tensor(NORM[0])) / torch.tensor(NORM[1])
     torch.testing.assert_close(out[0, :, 5, 5], expected)
-    torch.testing.assert_close(out, augment.test_pipeline(spec, NORM)(images))
+    torch.testing.assert_close(out, transforms.test_pipeline(spec, NORM)(images))
 
 
 def test_crop_larger_than_resize_is_rejected(params):
