@@ -63,10 +63,11 @@ def imported_project_files(root: str | Path = ROOT) -> list[Path]:
     found = set()
     for module in list(sys.modules.values()):
         file = getattr(module, "__file__", None)
-        if not file:
+        if not file or not Path(file).is_absolute():  # e.g. torch._classes names a bare "_classes.py"
             continue
         path = Path(file).resolve()
-        if path.suffix == ".py" and path.is_relative_to(root) and not _in_environment(path, root):
+        if (path.suffix == ".py" and path.is_file() and path.is_relative_to(root)
+                and not _in_environment(path, root)):
             found.add(path)
     return sorted(found)
 

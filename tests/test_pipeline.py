@@ -97,3 +97,18 @@ def test_bad_param_stops_before_any_work(tiny_repo):
     output = env_bad.stdout + env_bad.stderr
     assert "error: train.filter_ratio must be < 1, got 1.5" in output
     assert "Running stage 'train" not in output
+
+
+def test_remote_push_then_pull_into_a_fresh_clone_finds_nothing_stale(tiny_repo, tmp_path):
+    """A second machine gets every result from a DVC remote without rerunning anything: the cached
+    outs hold nothing that varies by run (timings live in uncached metrics, committed to git)."""
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], tiny_repo)
+    run(["dvc", "push", "--all-commits"], tiny_repo)  # HEAD's outs, whatever an experiment left in the workspace
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(tiny_repo), str(clone)], tmp_path)
+    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], clone)
+    run(["dvc", "pull"], clone)
+    status = run(["dvc", "status"], clone)
+    assert "up to date" in status.lower(), status
+    assert (clone / "reports/report.md").is_file()

@@ -217,6 +217,16 @@ def test_imported_project_files_are_the_repos_own_sources():
     assert ROOT / "saln" / "train.py" in files and ROOT / "saln" / "checkpoint.py" in files
     assert all(p.suffix == ".py" and p.is_relative_to(ROOT) for p in files)
     assert not any(".venv" in p.parts or "site-packages" in p.parts for p in files)
+    assert all(p.is_file() for p in files)
+
+
+def test_imported_project_files_skip_modules_with_relative_file_names(monkeypatch, tmp_path):
+    """torch._classes reports a bare "_classes.py": from the repo root it must not become a repo file."""
+    import types
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setitem(sys.modules, "fake_relative", types.SimpleNamespace(__file__="_classes.py"))
+    assert ROOT / "_classes.py" not in ckpt.imported_project_files()
 
 
 CHILD = """
