@@ -111,16 +111,21 @@ def _download_error(name: str, root: str, err: Exception) -> SalnError:
                      "imagefolder source")
 
 
-def torchvision_split(dataset_class, name: str, root: str, **kwargs):
+def torchvision_split(dataset_class, name: str, root: str, read_extracted: Callable | None = None,
+                      **kwargs):
     """A torchvision dataset from files already under ``root``, downloading only when they are missing.
 
     ``download=True`` re-verifies archive checksums and may reach for the network even when the
-    extracted files are present, so it is tried only after a plain load fails.
+    extracted files are present, so it is tried only after a plain load fails. ``read_extracted``
+    (optional) reads the same extracted files directly when torchvision refuses them (CIFAR-10's
+    per-file md5 check) and returns None when they are absent or unreadable.
     """
     try:
         return dataset_class(root, download=False, **kwargs)
     except RuntimeError:  # torchvision's "Dataset not found or corrupted"
         pass
+    if read_extracted is not None and (found := read_extracted()) is not None:
+        return found
     try:
         return dataset_class(root, download=True, **kwargs)
     except Exception as err:  # torchvision raises URLError, RuntimeError or OSError
@@ -142,11 +147,58 @@ def load_digits(cfg: SourceConfig) -> RawDataset:
 def load_cifar10(cfg: SourceConfig) -> RawDataset:
     from torchvision.datasets import CIFAR10
 
-    parts = [torchvision_split(CIFAR10, "CIFAR-10", cfg.root, train=flag) for flag in (True, False)]
+    parts = [torchvision_split(CIFAR10, "CIFAR-10", cfg.root, train=flag,
+                               read_extracted=lambda flag=flag: read_cifar10_files(cfg.root, flag))
+             for flag in (True, False)]
     images = np.concatenate([p.data for p in parts])
     labels = np.concatenate([np.asarray(p.targets) for p in parts]).astype(np.int64)
     is_test = np.repeat([False, True], [len(parts[0]), len(parts[1])])
     return RawDataset(resize_images(images, cfg.image_size), labels, list(parts[0].classes), is_test)
+
+
+CIFAR10_FILES = {True: [f"data_batch_{i}" for i in range(1, 6)], False: ["test_batch"]}
+
+
+@dataclass
+class ExtractedSplit:
+    """What load_cifar10 reads of torchvision's CIFAR10: images (N x 32 x 32 x 3), labels, class names."""
+    data: np.ndarray
+    targets: list[int]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def read_cifar10_files(root: str, train: bool):
+    """The extracted CIFAR-10 pickles under ``root``, read exactly as torchvision's CIFAR10 reads them
+    but without its md5 comparison against the published files (which a re-pickled or otherwise
+    modified copy fails); None when any file is missing or unreadable, so the caller downloads.
+    Says on stderr that the files are used without a checksum match, so nothing is silent.
+    """
+    import pickle
+    import sys
+
+    folder = Path(root) / "cifar-10-batches-py"
+    names = CIFAR10_FILES[train] + ["batches.meta"]
+    if not all((folder / n).is_file() for n in names):
+        return None
+    try:
+        entries = []
+        for n in names:
+            with open(folder / n, "rb") as f:
+                entries.append(pickle.load(f, encoding="latin1"))
+        *batches, meta = entries
+        data = np.vstack([b["data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        targets = [int(t) for b in batches for t in b["labels"]]
+        classes = list(meta["label_names"])
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if len(data) != len(targets) or data.dtype != np.uint8:
+        return None
+    print(f"note: {folder} does not match torchvision's CIFAR-10 checksums; reading its "
+          f"{'training' if train else 'test'} batches as they are", file=sys.stderr)
+    return ExtractedSplit(np.ascontiguousarray(data), targets, classes)
 
 
 @register("pets", description="Oxford-IIIT Pet, 37 breeds, through torchvision (trainval/test)")
