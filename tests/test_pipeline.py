@@ -79,6 +79,22 @@ def test_repro_trains_every_method_and_reports(tiny_repo):
     assert "up to date" in run(["dvc", "status"], tiny_repo).lower()
 
 
+def test_remote_push_then_pull_into_a_fresh_clone_finds_nothing_stale(tiny_repo, tmp_path):
+    """A second machine gets every result from a DVC remote without rerunning anything: the cached
+    outs hold nothing that varies by run (timings live in uncached metrics, committed to git).
+    Runs before the experiment tests, which change the workspace."""
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], tiny_repo)
+    run(["dvc", "push"], tiny_repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(tiny_repo), str(clone)], tmp_path)
+    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], clone)
+    run(["dvc", "pull"], clone)
+    status = run(["dvc", "status"], clone)
+    assert "up to date" in status.lower(), status
+    assert (clone / "reports/report.md").is_file()
+
+
 def test_experiment_reruns_only_what_depends_on_the_param(tiny_repo):
     out = run(["dvc", "exp", "run", "-S", "train.filter_ratio=0.5"], tiny_repo)
     assert "Running stage 'train@digits-saln-0'" in out
@@ -98,17 +114,3 @@ def test_bad_param_stops_before_any_work(tiny_repo):
     assert "error: train.filter_ratio must be < 1, got 1.5" in output
     assert "Running stage 'train" not in output
 
-
-def test_remote_push_then_pull_into_a_fresh_clone_finds_nothing_stale(tiny_repo, tmp_path):
-    """A second machine gets every result from a DVC remote without rerunning anything: the cached
-    outs hold nothing that varies by run (timings live in uncached metrics, committed to git)."""
-    remote = tmp_path / "remote"
-    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], tiny_repo)
-    run(["dvc", "push", "--all-commits"], tiny_repo)  # HEAD's outs, whatever an experiment left in the workspace
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(tiny_repo), str(clone)], tmp_path)
-    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], clone)
-    run(["dvc", "pull"], clone)
-    status = run(["dvc", "status"], clone)
-    assert "up to date" in status.lower(), status
-    assert (clone / "reports/report.md").is_file()
