@@ -4,7 +4,6 @@ learning-rate sweep (a diverged sweep run is recorded as diverged.json and the s
 import _common
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 

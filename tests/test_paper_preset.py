@@ -9,10 +9,7 @@ through to the report, with every proxy pointed at a closed port so that any dow
 """
 
 import json
-import os
 import pickle
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,7 @@ import yaml
 
 from saln.presets import flatten
 from tests.conftest import ROOT
-from tests.test_pipeline import run
+from tests.test_pipeline import copy_sources, run
 
 pytestmark = pytest.mark.slow
 
@@ -134,13 +131,7 @@ def write_weights(torch_home: Path) -> None:
 def paper_repo(tmp_path_factory):
     """A copy of the repo with the paper preset applied, the files in place, and `dvc repro` done."""
     repo = tmp_path_factory.mktemp("paper_repo")
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
-    for name in listed:
-        if name.startswith(("results/", "reports/")) or name == "dvc.lock" or not (ROOT / name).is_file():
-            continue
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, repo / name)
+    copy_sources(repo)
 
     preset = flatten(yaml.safe_load(PRESET.read_text()))
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -30,6 +30,17 @@ def run(cmd: list[str], cwd: Path) -> str:
     return done.stdout + done.stderr
 
 
+def copy_sources(repo: Path) -> None:
+    """The repo's tracked and untracked-but-not-ignored files, without results, reports or dvc.lock."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        if name.startswith(("results/", "reports/")) or name == "dvc.lock" or not (ROOT / name).is_file():
+            continue
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+
+
 def merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
         base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
@@ -40,13 +51,7 @@ def merge(base: dict, override: dict) -> dict:
 def tiny_repo(tmp_path_factory) -> Path:
     """The repo's tracked files (no results, no lock) with tiny params, as a fresh git repo."""
     repo = tmp_path_factory.mktemp("repo")
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
-    for name in listed:
-        if name.startswith(("results/", "reports/")) or name == "dvc.lock" or not (ROOT / name).is_file():
-            continue
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, repo / name)
+    copy_sources(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params = merge(params, TINY)
     params["data"]["sources"]["digits"]["image_size"] = 16

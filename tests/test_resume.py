@@ -23,21 +23,11 @@ import torch
 from saln import checkpoint as ckpt
 from saln import train as train_module
 from saln.augment import AugmentSpec
-from saln.data import Prepared, SplitConfig, make_splits
 from saln.train import RunInputs, TrainConfig, train_run
+from tests.test_jest import tiny_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "selection_seconds", "eval_seconds", "provenance")
-
-
-def tiny_prepared(n: int = 160, classes: int = 3, size: int = 8) -> Prepared:
-    rng = np.random.default_rng(0)
-    labels = np.arange(n) % classes
-    images = rng.integers(0, 60, (n, size, size, 3), dtype=np.uint8)
-    images[..., 0] += (labels * 80).astype(np.uint8)[:, None, None]  # a learnable colour cue
-    splits = make_splits(labels, None, SplitConfig(val_fraction=0.1, test_fraction=0.2,
-                                                   reference_fraction=0.2, seed=0))
-    return Prepared(images, labels, splits, {"num_classes": classes})
 
 
 def tiny_inputs(method: str) -> RunInputs:
