@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -250,7 +251,7 @@ class RunState:
 
 def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_dir: str | Path,
               progress: bool = True, curves: bool = True, checkpoint: str | Path | None = None,
-              checkpoint_key: str = "") -> dict:
+              checkpoint_key: str = "", checkpoint_every: float = 0.0) -> dict:
     """Train one (dataset, method, seed) run; writes metrics.json, model.pt, selections.npz, dvclive/.
 
     Every epoch, and once before training (epoch 0), the learner is evaluated on the validation
@@ -259,8 +260,10 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
     A non-finite loss raises ``DivergedError`` at once, before anything is written.
 
     With ``checkpoint`` (a path outside the stage's outs), the run's state is saved there after
-    every epoch but the last; a later call with the same ``checkpoint_key`` (see ``checkpoint.run_key``) and the
-    same config and inputs continues after the saved epoch, and a finished run deletes the file.
+    every epoch but the last (but at most once per ``checkpoint_every`` seconds: saving a short
+    epoch costs more than redoing it); a later call with the same ``checkpoint_key`` (see
+    ``checkpoint.run_key``) and the same config and inputs continues after the saved epoch, and a
+    finished run deletes the file.
     """
     from dvclive import Live
 
@@ -284,11 +287,14 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
     elif curves:
         log_epoch(live, state.counts, epoch_row(state.trainer, split, cfg, 0, None, state.counts,
                                                 state.clocks))
+    last_save = time.monotonic()
     try:
         for epoch in range(done + 1, cfg.epochs + 1):
             run_epoch(state, live, split, cfg, method, epoch, n_batches, progress, curves)
-            if checkpoint is not None and epoch < cfg.epochs:  # after the last, the outputs follow
+            due = time.monotonic() - last_save >= checkpoint_every
+            if checkpoint is not None and epoch < cfg.epochs and due:  # after the last, the outputs follow
                 save_checkpoint(snapshot(state, epoch, key), checkpoint)
+                last_save = time.monotonic()
             report_epoch(method, cfg.epochs, state.counts.history[-1], progress)
     except DivergedError:
         if checkpoint is not None:  # a divergence is an outcome, not an interruption: nothing to resume

@@ -35,6 +35,7 @@ def run_inputs(params: dict, dataset: str, method: str) -> RunInputs:
     return inputs
 
 
+CHECKPOINT_EVERY_S = 30.0  # a kill loses at most about this much training, plus the epoch under way
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "filter_ratio", "eval_batch_size",
               "log_batches", "device", "bf16", "channels_last", "compile")
 
@@ -65,7 +66,7 @@ def main() -> None:
     try:
         metrics = train_run(inputs, cfg, args.method, args.seed, out,
                             checkpoint=checkpoint_path(args.dataset, args.method, args.seed, args.lr),
-                            checkpoint_key=key)
+                            checkpoint_key=key, checkpoint_every=CHECKPOINT_EVERY_S)
     except DivergedError as err:
         if args.lr is None:
             raise

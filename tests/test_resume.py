@@ -251,3 +251,13 @@ def test_sigkilled_process_resumes_to_the_uninterrupted_result(tmp_path, capsys,
     assert not ck.exists()
     train_run(tiny_inputs("jest"), tiny_config(epochs=4), "jest", 0, tmp_path / "whole", progress=False)
     assert_same_run(tmp_path / "whole", run)
+
+
+@pytest.mark.parametrize("every, saves", [(0.0, 2), (1e9, 0)])
+def test_checkpoints_are_saved_at_most_once_per_interval(monkeypatch, tmp_path, every, saves):
+    """Saving a few-second epoch costs more than redoing it: the stage saves at most every 30 s."""
+    calls = []
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda payload, path: calls.append(path))
+    train_run(tiny_inputs("standard"), tiny_config(), "standard", 0, tmp_path / "run", progress=False,
+              checkpoint=tmp_path / "ckpt.pt", checkpoint_key="k", checkpoint_every=every)
+    assert len(calls) == saves  # 3 epochs: after epochs 1 and 2, never after the last
