@@ -56,8 +56,7 @@ def check_weights(value, where: str) -> str:
 
 
 def batch_numbers(values, where: str) -> tuple[int, ...]:
-    if not isinstance(values, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+    if not isinstance(values, list) or not all(is_int(v) and v >= 0 for v in values):
         raise SalnError(f"{where} must be a list of batch numbers >= 0, got {values!r}")
     return tuple(values)
 

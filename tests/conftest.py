@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from saln.config import load_params
 from saln.data import load_prepared, prepare, source_config, split_config
@@ -32,6 +33,15 @@ def digits16(tmp_path_factory, repo_params):
     out = tmp_path_factory.mktemp("digits16")
     prepare(source_config(p, "digits"), split_config(p), out)
     return load_prepared(out)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine spinning threads slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -297,15 +297,6 @@ def test_splits_keep_reference_val_and_test_out_of_the_learners_training():
     assert train.isdisjoint(view.splits["train"].tolist())
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine spinning threads slow them down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_reference_then_jest_joint_train_only_on_training_indices(tmp_path, monkeypatch, one_thread):
     """The reference stage scores every example; a jest_joint run only ever sees training indices."""
     from saln import train as train_module

@@ -24,6 +24,7 @@ from saln import checkpoint as ckpt
 from saln import train as train_module
 from saln.augment import AugmentSpec
 from saln.train import RunInputs, TrainConfig, train_run
+from tests.test_jest import tiny_config as jest_tiny_config
 from tests.test_jest import tiny_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,18 +45,8 @@ def tiny_inputs(method: str) -> RunInputs:
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    base = dict(epochs=3, batch_size=16, lr=0.01, momentum=0.9, weight_decay=5e-4, filter_ratio=0.75,
-                eval_batch_size=64, log_batches=(0, 2), device="cpu", bf16=False, channels_last=False,
-                compile=False, arch="resnet18", weights="none")
-    return TrainConfig(**{**base, **overrides})
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """test_jest's tiny run, over three epochs (two checkpoints) with logged batches and weight decay."""
+    return jest_tiny_config(**{"epochs": 3, "weight_decay": 5e-4, "log_batches": (0, 2), **overrides})
 
 
 class Killed(Exception):
