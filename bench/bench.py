@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 from saln.augment import AugmentSpec  # noqa: E402
 from saln.data import Prepared  # noqa: E402
 from saln.device import pick_device, sync  # noqa: E402
-from saln.selection import REGISTRY  # noqa: E402
+from saln.selection.all import REGISTRY  # noqa: E402
 from saln.train import RunInputs, TrainConfig, Trainer, build_trainer  # noqa: E402
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

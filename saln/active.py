@@ -24,7 +24,7 @@ import torch
 from saln.errors import SalnError
 from saln.config import number, require
 from saln.probe import PROBE_MAX_ITER, one_blas_thread, unit_rows
-from saln.selection.uncertainty import mean_cosine_to_rest
+from saln.selection.uncertainty import check_beta, information_density, mean_cosine_to_rest, predictive_entropy
 
 SCORES = ("maxent", "infodensity")
 POOLS = ("full", "seals")
@@ -119,20 +119,18 @@ def seals_pool(neighbours: np.ndarray, labeled_mask: np.ndarray) -> np.ndarray:
 
 
 def score_maxent(probabilities: np.ndarray) -> np.ndarray:
-    """Predictive entropy -sum p log p of each row (0 log 0 = 0)."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log(p), 0.0)
-    return terms.sum(axis=1)
+    """Predictive entropy -sum p log p of each row (0 log 0 = 0), as the in-batch selector computes it."""
+    with np.errstate(divide="ignore"):
+        log_p = np.log(np.asarray(probabilities, dtype=np.float64))
+    return predictive_entropy(torch.from_numpy(log_p)).numpy()
 
 
 def score_infodensity(probabilities: np.ndarray, features: np.ndarray, beta: float) -> np.ndarray:
-    """Entropy x (mean cosine similarity to the other candidates) ** beta."""
-    if not beta >= 0:
-        raise SalnError(f"uncertainty.beta must be >= 0, got {beta!r}")
-    # The in-batch selector's density, so both infodensity variants measure the same thing.
-    density = mean_cosine_to_rest(torch.from_numpy(np.asarray(features, dtype=np.float64))).numpy()
-    return score_maxent(probabilities) * density ** beta
+    """Entropy x (mean cosine similarity to the other candidates) ** beta, as the in-batch selector."""
+    # The in-batch selector's density and formula, so both infodensity variants measure the same thing.
+    density = mean_cosine_to_rest(torch.from_numpy(np.asarray(features, dtype=np.float64)))
+    entropy = torch.from_numpy(score_maxent(probabilities))
+    return information_density(entropy, density, check_beta(beta)).numpy()
 
 
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:

@@ -46,6 +46,9 @@ def number(section: dict, key: str, where: str, lo=None, hi=None, lo_open=False,
     return value
 
 
+WEIGHTS_DIR = "weights"  # state-dict files live here: a dvc.yaml dep of every stage building a network
+
+
 def check_weights(value, where: str) -> str:
     """``none``, ``imagenet`` or the path of an existing file."""
     if value in ("none", "imagenet"):
@@ -85,8 +88,18 @@ def seeds(params: dict) -> list[int]:
     return distinct_list(values, "train.seeds", is_int, "integers")
 
 
+def method_lists(params: dict) -> dict[str, list[str]]:
+    """``train.methods``: selector family -> the distinct method names trained with it (each family
+    is its own training stage). ``saln.selection.all.method_names`` also checks each name's family."""
+    lists = require(require(params, "train", "params"), "methods", "train")
+    if not isinstance(lists, dict) or not all(isinstance(v, list) for v in lists.values()):
+        raise SalnError("train.methods must map selector families to lists of methods, e.g. "
+                        f"{{baselines: [standard, random], spectral: [saln]}}, got {lists!r}")
+    flat = [m for methods in lists.values() for m in methods]
+    distinct_list(flat, "train.methods", lambda m: isinstance(m, str), "method names")
+    return lists
+
+
 def listed_methods(params: dict) -> list[str]:
-    """``train.methods`` as a list of distinct names (``saln.selection.method_names`` also checks
-    that each is registered)."""
-    methods = require(require(params, "train", "params"), "methods", "train")
-    return distinct_list(methods, "train.methods", lambda m: isinstance(m, str), "method names")
+    """Every method of ``train.methods``, in family order."""
+    return [m for methods in method_lists(params).values() for m in methods]

@@ -18,6 +18,7 @@ from saln.config import number, require
 from saln.errors import SalnError
 
 SPLITS = ("train", "val", "test", "reference")
+SOURCES_DIR = "data/sources"  # npz files and image folders live here: stage prepare's dep (dvc.yaml)
 
 
 @dataclass(frozen=True)

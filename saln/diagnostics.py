@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from saln.errors import SalnError
-from saln.selection import REGISTRY
+from saln.selection.all import REGISTRY
 from saln.selection.base import SelectionBatch
 from saln.selection.spectral import PAPER, Spectral, SpectralOptions, similarity_matrix, spectrum
 

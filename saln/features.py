@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,6 +79,23 @@ def extract_features(model: torch.nn.Module, images: torch.Tensor, spec: Augment
         with autocast(device):
             out.append(model(x).float().cpu())
     return torch.cat(out).numpy()
+
+
+FEATURES_FILE = "features.npy"  # N x D float16 in data/features/<dataset>/, row = dataset index
+
+
+def save_features(directory: str | Path, features: np.ndarray) -> None:
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    # float16 halves the file; selection computes in float64 anyway.
+    np.save(out / FEATURES_FILE, features.astype(np.float16))
+
+
+def load_features(directory: str | Path) -> np.ndarray:
+    path = Path(directory) / FEATURES_FILE
+    if not path.is_file():
+        raise SalnError(f"{path} not found: run `dvc repro` (stage features) first")
+    return np.load(path)
 
 
 def compute_features(images: np.ndarray, spec: AugmentSpec, cfg: FeatureConfig,

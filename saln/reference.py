@@ -26,9 +26,11 @@ from saln.data import Prepared
 from saln.device import autocast, memory_format, pick_device
 from saln.errors import SalnError
 from saln.features import images_to_tensor, test_time_batches
+from saln.selection import baselines  # noqa: F401  (registers standard, which trains the reference model)
 from saln.train import RunInputs, TrainConfig, train_run
 
 LOSSES_FILE, EMBEDDINGS_FILE, META_FILE = "losses.npy", "embeddings.npy", "meta.json"
+CHECKPOINT_EVERY_S = 30.0  # as a train run: a kill loses at most about this much training
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,15 @@ def score_examples(model: torch.nn.Module, images: torch.Tensor, labels: torch.T
 
 
 def train_reference(prepared: Prepared, spec: AugmentSpec, cfg: TrainConfig, ref: ReferenceConfig,
-                    out_dir: str | Path, run_dir: str | Path, progress: bool = True) -> dict:
+                    out_dir: str | Path, run_dir: str | Path, progress: bool = True,
+                    checkpoint: str | Path | None = None, checkpoint_key: str = "") -> dict:
     """Train the reference model on the reference slice and write its per-example tables.
 
     Writes ``model.pt``, ``losses.npy`` (float32, N), ``embeddings.npy`` (float16, N x D; float16 halves the
     file and pairwise cosines do not need more) and ``meta.json`` into ``out_dir``; the run's own
     files (model.pt, metrics.json, dvclive/) go to ``run_dir``, kept apart because they hold
     timings, which would change the hash of the tables' folder on every run. Returns the run's metrics.
+    With ``checkpoint`` the training resumes after a kill, as a train run does (``train_run``).
     """
     size = len(prepared.splits["reference"])
     if size < ref.batch_size:
@@ -89,7 +93,8 @@ def train_reference(prepared: Prepared, spec: AugmentSpec, cfg: TrainConfig, ref
     out.mkdir(parents=True)
     run_cfg = replace(cfg, epochs=ref.epochs, batch_size=ref.batch_size, log_batches=())
     metrics = train_run(RunInputs(reference_view(prepared), spec), run_cfg, "standard", ref.seed,
-                        run_dir, progress=progress, curves=False)
+                        run_dir, progress=progress, curves=False, checkpoint=checkpoint,
+                        checkpoint_key=checkpoint_key, checkpoint_every=CHECKPOINT_EVERY_S)
     model = build_model(cfg.arch, "none", prepared.num_classes)
     # The weights join the cached tables; the run folder keeps only its (uncached) logs and timings.
     shutil.move(Path(run_dir) / "model.pt", out / "model.pt")

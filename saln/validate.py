@@ -7,16 +7,18 @@ asks it to validate that block, so nothing below needs to know about the others.
 from __future__ import annotations
 
 import difflib
+import os
+from pathlib import Path
 
 from saln.active import active_config
 from saln.augment import augment_spec
-from saln.config import dataset_names, require, seeds
-from saln.data import source_config, split_config
+from saln.config import WEIGHTS_DIR, dataset_names, require, seeds
+from saln.data import SOURCES_DIR, source_config, split_config
 from saln.errors import SalnError
 from saln.features import feature_config
 from saln.prune import prune_config
 from saln.reference import reference_config
-from saln.selection import REGISTRY, method_names
+from saln.selection.all import REGISTRY, method_names
 from saln.sweep import sweep_lrs
 from saln.train import train_config
 
@@ -30,7 +32,7 @@ KNOWN_KEYS = {
     "features": {"backbone", "weights", "batch_size", "seed"},
     "model": {"arch", "weights"},
     "train": {"methods", "seeds", "epochs", "batch_size", "lr", "momentum", "weight_decay", "filter_ratio",
-              "eval_batch_size", "log_batches", "device", "bf16", "channels_last", "compile"},
+              "eval_batch_size", "log_batches", "device", "bf16", "channels_last", "compile", "world_size"},
     "saln": {"laplacian", "graph", "knn_k", "center", "ranking"},
     "jest": {"score", "n_chunks"},
     "reference": {"epochs", "batch_size", "seed"},
@@ -84,6 +86,27 @@ def validate_all(params: dict) -> None:
     active_config(params)
     sweep_lrs(params)
     report_out(params)
+    check_tracked_inputs(params)
+
+
+def check_tracked_inputs(params: dict) -> None:
+    """Files the stages read must lie in the folders dvc.yaml lists as deps, or DVC would never see
+    them change: data files under data/sources/, state dicts under weights/ (links are fine)."""
+    for name in dataset_names(params):
+        path = source_config(params, name).path
+        if path and not _inside(path, SOURCES_DIR):
+            raise SalnError(f"data.sources.{name}.path must lie under {SOURCES_DIR}/, which stage prepare "
+                            f"depends on: move or link {path} there")
+    for where, value in (("model.weights", params["model"]["weights"]),
+                         ("features.weights", params["features"]["weights"])):
+        if value not in ("none", "imagenet") and not _inside(value, WEIGHTS_DIR):
+            raise SalnError(f"{where} must lie under {WEIGHTS_DIR}/, which the stages building networks "
+                            f"depend on: move or link {value} there")
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` (as written, before following links) lies under ``folder`` of the repo."""
+    return Path(os.path.abspath(path)).is_relative_to(Path(folder).resolve())
 
 
 def report_out(params: dict) -> str:

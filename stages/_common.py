@@ -19,3 +19,12 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 def dataset_args(description: str) -> argparse.Namespace:
     return stage_parser(description).parse_args()
+
+
+def train_args(description: str) -> argparse.Namespace:
+    """The arguments of a training stage (train_<family>, sweep_<family>)."""
+    parser = stage_parser(description)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--lr", type=float, help="a sweep run at this learning rate (sweep.lrs)")
+    return parser.parse_args()

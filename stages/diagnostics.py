@@ -13,7 +13,7 @@ from saln.config import load_params, seeds
 from saln.diagnostics import (DIAGNOSTICS_ROOT, NOT_RUN, TRAIN_ROOT, Data, diagnose, load_selections, spectral_methods,
                               write_json)
 from saln.errors import SalnError, one_line_errors
-from saln.selection import method_names
+from saln.selection.all import method_names
 
 
 def load_data(dataset: str) -> Data:

@@ -5,13 +5,11 @@ import _common
 import json
 from pathlib import Path
 
-import numpy as np
-
 from saln.augment import load_spec
 from saln.config import load_params
 from saln.data import load_prepared
 from saln.errors import one_line_errors
-from saln.features import compute_features, feature_config, probe_evidence
+from saln.features import compute_features, feature_config, probe_evidence, save_features
 
 
 @one_line_errors
@@ -21,10 +19,7 @@ def main() -> None:
     prepared = load_prepared(f"data/prepared/{args.dataset}")
     spec = load_spec("results/augment/config.json")
     features = compute_features(prepared.images, spec, cfg)
-    out = Path(f"data/features/{args.dataset}")
-    out.mkdir(parents=True, exist_ok=True)
-    # float16 halves the file; selection computes in float64 anyway.
-    np.save(out / "features.npy", features.astype(np.float16))
+    save_features(f"data/features/{args.dataset}", features)
     evidence = probe_evidence(features, prepared.images, prepared.labels, prepared.splits, spec, cfg)
     probe_file = Path(f"results/features/{args.dataset}/probe.json")
     probe_file.parent.mkdir(parents=True, exist_ok=True)

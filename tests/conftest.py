@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import saln.selection.all  # noqa: F401  (registers every selector for the tests)
 from saln.config import load_params
 from saln.data import load_prepared, prepare, source_config, split_config
 

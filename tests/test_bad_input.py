@@ -11,6 +11,7 @@ from saln.data import SourceConfig, load_npz
 from saln.errors import SalnError
 from saln.sweep import DIVERGED_FILE, choose_best, run_dir, sweep_lrs
 from saln.validate import validate_all
+from tests.conftest import write_npz
 
 
 def npz_source(path) -> SourceConfig:
@@ -60,9 +61,15 @@ def test_images_of_the_wrong_dtype_or_shape(tmp_path):
 
 @pytest.mark.parametrize("key, value, expected", [
     ("seeds", [0, 0], "train.seeds lists 0 more than once"),
-    ("methods", ["standard", "standard"], "train.methods lists standard more than once"),
+    ("methods", {"baselines": ["standard", "standard"]}, "train.methods lists standard more than once"),
+    ("methods", {"baselines": ["standard"], "spectral": ["saln"], "jest": ["saln"]},
+     "train.methods lists saln more than once"),
+    ("methods", {"baselines": ["standard", "saln"]}, "train.methods.baselines lists saln, which belongs in "
+                                                     "train.methods.spectral"),
+    ("methods", {"baseline": ["standard"]}, "train.methods.baseline is not a selector family"),
+    ("methods", ["standard", "saln"], "train.methods must map selector families to lists of methods"),
 ])
-def test_repeated_seeds_or_methods(params, key, value, expected):
+def test_repeated_seeds_or_misfiled_methods(params, key, value, expected):
     params["train"][key] = value
     with pytest.raises(SalnError, match=expected):
         validate_all(params)
@@ -135,3 +142,18 @@ def test_the_repo_params_and_presets_use_only_known_keys(repo_params):
                 node = node.setdefault(part, {})
             node[last] = 0
             check_known_keys(tree)
+
+
+def test_files_outside_the_tracked_folders_are_refused(params, tmp_path):
+    """DVC sees a data or weights file change only inside the folders dvc.yaml lists as deps."""
+    write_npz(tmp_path / "mine.npz")
+    params["data"]["sources"]["mine"] = {"kind": "npz", "path": str(tmp_path / "mine.npz"), "image_size": 16}
+    params["data"]["names"] = ["mine"]
+    with pytest.raises(SalnError, match=r"data.sources.mine.path must lie under data/sources/, which stage "
+                                        r"prepare depends on: move or link .*mine.npz there"):
+        validate_all(params)
+    params["data"]["names"] = ["digits"]
+    (tmp_path / "w.pth").write_bytes(b"")
+    params["model"]["weights"] = str(tmp_path / "w.pth")
+    with pytest.raises(SalnError, match="model.weights must lie under weights/"):
+        validate_all(params)

@@ -28,7 +28,7 @@ def test_bad_train_values_are_rejected(params, key, value, message):
 
 
 def test_unknown_method_is_rejected(params):
-    params["train"]["methods"] = ["standard", "magic"]
+    params["train"]["methods"] = {"baselines": ["standard", "magic"]}
     with pytest.raises(SalnError, match="unknown method 'magic'"):
         validate_all(params)
 

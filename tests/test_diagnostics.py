@@ -295,7 +295,8 @@ def test_stage_writes_diagnostics_json_and_fails_in_one_line(toy, tmp_path):
     for folder, name, array in (("features", "features.npy", data.features), ("prepared", "labels.npy", data.labels)):
         (work / "data" / folder / "toy").mkdir(parents=True)
         np.save(work / "data" / folder / "toy" / name, array)
-    params = {"train": {"methods": ["standard", "random", "saln", "saln_knn"], "seeds": [0, 1]},
+    params = {"train": {"methods": {"baselines": ["standard", "random"], "spectral": ["saln", "saln_knn"]},
+                        "seeds": [0, 1]},
               "saln": PAPER_BLOCK}
     (work / "params.yaml").write_text(json.dumps(params))
     cmd = [sys.executable, str(ROOT / "stages" / "diagnostics.py"), "--dataset", "toy"]

@@ -116,3 +116,16 @@ def test_the_library_has_no_import_cycle():
 def test_the_closure_follows_lazy_imports(tmp_path):
     """An import inside a function is a dependency as much as one at the top."""
     assert Path("saln/errors.py") in import_closure(Path("stages/validate.py"))
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_stages_depend_on_the_folders_of_the_files_they_read(name):
+    """A state dict lives under weights/, a data file under data/sources/ (validate enforces it):
+    a stage that builds a network depends on weights/, one that reads data sources on data/sources/."""
+    stage = stages()[name]
+    closure = import_closure(Path(stage["cmd"].split()[1]))
+    deps = set(stage.get("deps", []))
+    builds_networks = Path("saln/backbones.py") in closure and name != "validate"  # validate only checks paths
+    assert ("weights" in deps) == builds_networks, name
+    reads_sources = Path("stages/prepare.py") in closure
+    assert ("data/sources" in deps) == reads_sources, name

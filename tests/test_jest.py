@@ -243,10 +243,10 @@ def test_validate_rejects_jest_without_reference_slice():
     params = repo_params()
     validate_all(params)
     params["data"]["reference_fraction"] = 0.0
-    params["train"]["methods"] = ["standard", "rholoss"]
+    params["train"]["methods"] = {"baselines": ["standard"], "jest": ["rholoss"]}
     with pytest.raises(SalnError, match="reference_fraction"):
         validate_all(params)
-    params["train"]["methods"] = ["standard", "saln"]
+    params["train"]["methods"] = {"baselines": ["standard"], "spectral": ["saln"]}
     validate_all(params)  # no method needs a reference model
 
 

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 TINY = {
     "data": {"names": ["digits"]},
     "features": {"batch_size": 256},
-    "train": {"methods": ["standard", "random", "saln"], "seeds": [0], "epochs": 1, "batch_size": 32,
-              "filter_ratio": 0.8},
+    "train": {"methods": {"baselines": ["standard", "random"], "spectral": ["saln"], "jest": ["jest"],
+                          "uncertainty": ["infodensity"], "prune": ["prune_easy"]},
+              "seeds": [0], "epochs": 1, "batch_size": 32, "filter_ratio": 0.8},
 }
 
 
@@ -75,7 +76,7 @@ def metrics_by_method(repo: Path) -> dict:
 
 def test_repro_trains_every_method_and_reports(tiny_repo):
     metrics = metrics_by_method(tiny_repo)
-    assert set(metrics) == {"standard", "random", "saln"}
+    assert set(metrics) == {"standard", "random", "saln", "jest", "infodensity", "prune_easy"}
     for values in metrics.values():
         assert 0 <= values["test_acc"] <= 1
     assert metrics["saln"]["images_backprop"] == metrics["random"]["images_backprop"]
@@ -100,9 +101,37 @@ def test_remote_push_then_pull_into_a_fresh_clone_finds_nothing_stale(tiny_repo,
     assert (clone / "reports/report.md").is_file()
 
 
+def stale_training_runs(repo: Path) -> set[str]:
+    status = json.loads(run(["dvc", "status", "--json"], repo).strip().splitlines()[-1])
+    return {name for name in status if name.startswith(("train_", "sweep_"))}
+
+
+@pytest.mark.parametrize("key, value, upstream, stale", [
+    ("jest.n_chunks", 2, None, {"train_jest@digits-jest-0"}),
+    ("uncertainty.beta", 0.5, None, {"train_uncertainty@digits-infodensity-0"}),
+    ("prune.k", 3, "prune@digits", {"train_prune@digits-prune_easy-0"}),
+    ("reference.epochs", 2, "reference@digits", {"train_jest@digits-jest-0"}),
+])
+def test_a_param_change_makes_stale_only_the_runs_that_read_it(tiny_repo, key, value, upstream, stale):
+    """Each training family reads only its own params and inputs: no standard or random run reruns.
+    For a key of an upstream stage, that stage reruns first, as `dvc repro` would."""
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    block, name = key.split(".")
+    params[block][name] = value
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        if upstream:
+            run(["dvc", "repro", "--single-item", upstream], tiny_repo)
+        assert stale_training_runs(tiny_repo) == stale
+    finally:
+        run(["git", "checkout", "--", "."], tiny_repo)
+        run(["dvc", "checkout", "--force"], tiny_repo)
+    assert stale_training_runs(tiny_repo) == set()
+
+
 def test_experiment_reruns_only_what_depends_on_the_param(tiny_repo):
     out = run(["dvc", "exp", "run", "-S", "train.filter_ratio=0.5"], tiny_repo)
-    assert "Running stage 'train@digits-saln-0'" in out
+    assert "Running stage 'train_spectral@digits-saln-0'" in out
     assert "Running stage 'prepare" not in out and "Running stage 'features" not in out
     diff = run(["dvc", "params", "diff", "--all"], tiny_repo)
     assert "train.filter_ratio" in diff and "0.5" in diff

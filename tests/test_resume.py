@@ -252,3 +252,29 @@ def test_checkpoints_are_saved_at_most_once_per_interval(monkeypatch, tmp_path, 
     train_run(tiny_inputs("standard"), tiny_config(), "standard", 0, tmp_path / "run", progress=False,
               checkpoint=tmp_path / "ckpt.pt", checkpoint_key="k", checkpoint_every=every)
     assert len(calls) == saves  # 3 epochs: after epochs 1 and 2, never after the last
+
+
+def test_killed_reference_model_resumes_to_the_uninterrupted_tables(tmp_path, monkeypatch, capsys, one_thread):
+    """The reference stage checkpoints as a train run does: a kill after epoch 1 loses nothing."""
+    from saln import reference as reference_module
+    from saln.reference import ReferenceConfig, train_reference
+    from tests.test_jest import tiny_spec
+
+    prepared, spec, cfg = tiny_prepared(), tiny_spec(), tiny_config()
+    ref = ReferenceConfig(epochs=3, batch_size=16, seed=0)
+    ck = tmp_path / "checkpoints" / "reference.pt"
+    monkeypatch.setattr(reference_module, "CHECKPOINT_EVERY_S", 0.0)
+    kill_after_epoch(monkeypatch, 1)
+    with pytest.raises(Killed):
+        train_reference(prepared, spec, cfg, ref, tmp_path / "out", tmp_path / "run", progress=False,
+                        checkpoint=ck, checkpoint_key="k")
+    monkeypatch.setattr(train_module, "save_checkpoint", ckpt.save_atomic)
+    capsys.readouterr()
+    train_reference(prepared, spec, cfg, ref, tmp_path / "out", tmp_path / "run", progress=False,
+                    checkpoint=ck, checkpoint_key="k")
+    assert resumed_epoch(capsys.readouterr().err, ck) == 1 and not ck.exists()
+    train_reference(prepared, spec, cfg, ref, tmp_path / "whole", tmp_path / "whole_run", progress=False)
+    for name in ("losses.npy", "embeddings.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / name), np.load(tmp_path / "whole" / name))
+    wa, wb = (torch.load(d / "model.pt", weights_only=True) for d in (tmp_path / "out", tmp_path / "whole"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

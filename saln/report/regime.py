@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from saln.config import number, require
+from saln.config import batch_numbers, dataset_names, listed_methods, number, require, seeds
 from saln.errors import SalnError
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "efficientnet_lite0": "EfficientNet-Lite0",
@@ -36,24 +36,10 @@ class Regime:
     keep_fraction: float | None = None                          # prune.keep_fraction
 
 
-def _int_list(section: dict, key: str, where: str) -> list[int]:
-    values = require(section, key, where)
-    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise SalnError(f"{where}.{key} must be a list of integers, got {values!r}")
-    return list(values)
-
-
-def _str_list(section: dict, key: str, where: str) -> list[str]:
-    values = require(section, key, where)
-    if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-        raise SalnError(f"{where}.{key} must be a non-empty list of names, got {values!r}")
-    return list(values)
-
-
 def regime_from_params(params: dict) -> Regime:
     data, train = require(params, "data", "params"), require(params, "train", "params")
     model, features = require(params, "model", "params"), require(params, "features", "params")
-    datasets = _str_list(data, "names", "data")
+    datasets = dataset_names(params)
     sources = require(data, "sources", "data")
     sizes = {}
     for name in datasets:
@@ -62,11 +48,10 @@ def regime_from_params(params: dict) -> Regime:
         sizes[name] = number(sources[name], "image_size", f"data.sources.{name}", lo=1, integer=True)
     prune = params.get("prune") or {}
     return Regime(
-        datasets=datasets, methods=_str_list(train, "methods", "train"),
-        seeds=_int_list(train, "seeds", "train"), epochs=number(train, "epochs", "train", lo=1, integer=True),
+        datasets=datasets, methods=listed_methods(params), seeds=seeds(params), epochs=number(train, "epochs", "train", lo=1, integer=True),
         lr=number(train, "lr", "train", lo=0, lo_open=True),
         filter_ratio=number(train, "filter_ratio", "train", lo=0, hi=1, hi_open=True),
-        log_batches=_int_list(train, "log_batches", "train"),
+        log_batches=list(batch_numbers(require(train, "log_batches", "train"), "train.log_batches")),
         arch=str(require(model, "arch", "model")), weights=str(require(model, "weights", "model")),
         backbone=str(require(features, "backbone", "features")),
         feature_weights=str(require(features, "weights", "features")),

@@ -73,10 +73,15 @@ def top_k(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """
     if keep < 1:
         raise SalnError(f"a selector must keep at least 1 image, got {keep}")
+    return torch.sort(check_finite(scores), descending=True, stable=True).indices[:keep]
+
+
+def check_finite(scores: torch.Tensor) -> torch.Tensor:
+    """Selection scores, refused when any is non-finite (a diverged learner or corrupt inputs)."""
     if not bool(torch.isfinite(scores).all()):
         raise SalnError("non-finite selection scores: the learner diverged (lower train.lr) or the "
                         "reference losses are corrupt (re-run stage reference)")
-    return torch.sort(scores, descending=True, stable=True).indices[:keep]
+    return scores
 
 
 class Selector(ABC):

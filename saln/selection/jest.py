@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from saln.config import number, require
 from saln.errors import SalnError
-from saln.selection.base import SelectionBatch, Selector, top_k
+from saln.selection.base import SelectionBatch, Selector, check_finite, top_k
 from saln.selection.registry import register
 
 SCORES = ("learnability", "hard_learner", "easy_reference")
@@ -88,13 +88,6 @@ def joint_loss_matrix(example_losses: torch.Tensor, embeddings: torch.Tensor, la
     pairs = pairwise_sigmoid_loss(embeddings, labels) / max(keep - 1, 1)
     pairs.fill_diagonal_(0.0)
     return pairs + torch.diag(example_losses)
-
-
-def check_finite(scores: torch.Tensor) -> torch.Tensor:
-    if not bool(torch.isfinite(scores).all()):
-        raise SalnError("non-finite selection scores: the learner diverged (lower train.lr) or the "
-                        "reference losses are corrupt (re-run stage reference)")
-    return scores
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from saln.config import listed_methods
 from saln.errors import SalnError
 from saln.selection.base import Selector
 
@@ -30,8 +29,3 @@ def check_method(method: str) -> str:
     if method not in REGISTRY:
         raise SalnError(f"unknown method {method!r}: choose from {', '.join(sorted(REGISTRY))}")
     return method
-
-
-def method_names(params: dict) -> list[str]:
-    """``train.methods``: distinct registered method names."""
-    return [check_method(m) for m in listed_methods(params)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from saln.config import number, require
+from saln.config import require
 from saln.errors import SalnError
 from saln.selection.base import SelectionBatch, Selector, top_k
 from saln.selection.registry import register
@@ -24,8 +24,7 @@ DEFAULT_BETA = 1.0
 
 def uncertainty_options(params: dict) -> dict:
     """The ``uncertainty`` block of params.yaml, validated: keyword options of ``infodensity``."""
-    block = require(params, "uncertainty", "params")
-    return {"beta": number(block, "beta", "uncertainty", lo=0)}
+    return {"beta": check_beta(require(require(params, "uncertainty", "params"), "beta", "uncertainty"))}
 
 
 def check_beta(beta) -> float:
@@ -35,9 +34,11 @@ def check_beta(beta) -> float:
 
 
 def predictive_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """-sum p log p per row, in float64 (log_softmax keeps saturated rows finite)."""
+    """-sum p log p per row, in float64 (log_softmax keeps saturated rows finite; 0 log 0 = 0).
+    Log-probabilities are logits too: their softmax is the probabilities themselves."""
     log_p = F.log_softmax(logits.double(), dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1)
+    p = log_p.exp()
+    return -torch.where(p > 0, p * log_p, 0.0).sum(dim=1)
 
 
 def mean_cosine_to_rest(features: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,75 @@
+"""One training run as a ``train_<family>`` / ``sweep_<family>`` stage runs it.
+
+Each selector family has its own stage script (stages/train_<family>.py) that imports only its
+family's module and the loader of the inputs that family needs (features, the reference model, a
+pruned subset), then hands over to ``main``. So a family's runs depend on exactly that code and
+those outputs: editing jest.py, or retraining the reference model, leaves standard up to date.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from types import ModuleType
+from typing import Callable
+
+from saln.augment import load_spec
+from saln.checkpoint import checkpoint_path, imported_project_files, run_key
+from saln.config import load_params
+from saln.data import load_prepared
+from saln.errors import SalnError
+from saln.selection.base import Selector
+from saln.selection.registry import REGISTRY, check_method
+from saln.sweep import DIVERGED_FILE, run_dir
+from saln.train import DivergedError, RunInputs, train_config, train_run
+
+CHECKPOINT_EVERY_S = 30.0  # a kill loses at most about this much training, plus the epoch under way
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "filter_ratio", "eval_batch_size",
+              "log_batches", "device", "bf16", "channels_last", "compile", "world_size")
+
+# Adds what a family's selectors need to the run's inputs: (inputs, selector class, dataset).
+Attach = Callable[[RunInputs, type[Selector], str], None]
+
+
+def family_method(family: ModuleType, method: str) -> type[Selector]:
+    selector = REGISTRY[check_method(method)]
+    if selector.__module__ != family.__name__:
+        raise SalnError(f"method {method} is not in selector family {family.__name__.rsplit('.', 1)[1]}")
+    return selector
+
+
+def read_params(params: dict, blocks: tuple[str, ...]) -> dict:
+    """The params a family's stage reads (its ``params:`` in dvc.yaml), which key its checkpoint."""
+    return {**{block: params[block] for block in ("model", *blocks)},
+            "train": {k: params["train"][k] for k in TRAIN_KEYS}}
+
+
+def run(args, family: ModuleType, blocks: tuple[str, ...] = (), attach: Attach | None = None) -> None:
+    """Train ``args.method`` of ``family`` for (dataset, seed), at ``args.lr`` in a sweep run."""
+    params = load_params(args.params)
+    selector = family_method(family, args.method)
+    cfg = train_config(params)
+    if args.lr is not None:
+        cfg = replace(cfg, lr=args.lr)
+    inputs = RunInputs(load_prepared(f"data/prepared/{args.dataset}"), load_spec("results/augment/config.json"),
+                       selector_options=selector.options_from_params(params))
+    if attach is not None:
+        attach(inputs, selector, args.dataset)
+    out = run_dir(args.dataset, args.method, args.seed, args.lr)
+    # A checkpoint outside the outs (DVC deletes those before a rerun), valid only for the same
+    # params and code: a killed run resumes from its last complete epoch.
+    key = run_key({"params": read_params(params, blocks), "dataset": args.dataset, "method": args.method,
+                   "seed": args.seed, "lr": args.lr}, imported_project_files())
+    try:
+        metrics = train_run(inputs, cfg, args.method, args.seed, out,
+                            checkpoint=checkpoint_path(args.dataset, args.method, args.seed, args.lr),
+                            checkpoint_key=key, checkpoint_every=CHECKPOINT_EVERY_S)
+    except DivergedError as err:
+        if args.lr is None:
+            raise
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DIVERGED_FILE).write_text(json.dumps({"lr": args.lr, "reason": str(err)}, indent=2) + "\n")
+        print(f"{out}: diverged ({err}); recorded, the sweep goes on")
+        return
+    if metrics is not None:  # None on the non-writing ranks of a multi-process run
+        print(f"{out}: test_acc {metrics['test_acc']:.4f}, train {metrics['train_seconds']:.1f}s")
