@@ -16,6 +16,10 @@ images (content does not change the cost of any operation here):
   per batch, then the same step on the device (same model, batch, keep and precision).
 - P6: selection time as a share of step time, for ``saln`` and, when registered, ``jest``.
 - peak memory: CUDA's max_memory_allocated, or on CPU this process's peak RSS.
+- communication of a 2-process data-parallel run (docs/distributed.md): the all-gather of one
+  batch's learner view (B x (classes + 512) float32: what ``jest`` and the uncertainty selectors
+  gather every step) and DDP's all-reduce of ResNet-18's gradients, timed between 2 local
+  processes (gloo on CPU tensors; nccl when the device is CUDA and 2 GPUs are visible).
 
 Each timed figure is the second of two epochs of ``steps`` batches: the first warms up cuDNN
 autotuning, torch.compile and the DataLoader's workers (a new epoch's workers start with an
@@ -30,7 +34,9 @@ import os
 import platform
 import re
 import resource
+import socket
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -46,6 +52,7 @@ if str(ROOT) not in sys.path:
 from saln.augment import AugmentSpec  # noqa: E402
 from saln.data import Prepared  # noqa: E402
 from saln.device import pick_device, sync  # noqa: E402
+from saln.distributed import all_gather_rows, shard_bounds  # noqa: E402
 from saln.selection.all import REGISTRY  # noqa: E402
 from saln.train import RunInputs, TrainConfig, Trainer, build_trainer  # noqa: E402
 
@@ -67,6 +74,8 @@ class Setting:
     workers: int  # DataLoader workers of the paper-style loop
     device: str = "auto"
     compile: bool = False
+    comm_iters: int = 50  # timed all-gathers (all-reduces: a tenth) between 2 processes
+
 
     @property
     def keep(self) -> int:
@@ -86,7 +95,7 @@ PRESETS = {
                      steps=6, classes=10, feature_dim=2048, workers=default_workers(), device="cpu"),
     # For the test suite: seconds, not a measurement.
     "tiny": Setting(stored=16, resize=16, test_resize=16, test_crop=16, batch=16, filter_ratio=0.8,
-                    steps=2, classes=4, feature_dim=32, workers=0, device="cpu"),
+                    steps=2, classes=4, feature_dim=32, workers=0, device="cpu", comm_iters=5),
 }
 
 
@@ -284,6 +293,79 @@ def measure_paper_style(inputs: RunInputs, s: Setting, device: torch.device) -> 
     return out
 
 
+# ---------------------------------------------------------------- data parallelism
+
+EMBEDDING_DIM = 512  # ResNet-18's penultimate features: the learner view is B x (classes + 512)
+COMM_RANKS = 2
+
+
+def measure_communication(s: Setting, device: torch.device) -> dict:
+    """Per-step collectives of a 2-process run, timed between 2 processes on this machine."""
+    from saln.backbones import build_model
+
+    grad_numel = sum(p.numel() for p in build_model("resnet18", "none", s.classes).parameters())
+    nccl = device.type == "cuda" and torch.cuda.device_count() >= COMM_RANKS
+    spec = {"rows": s.batch, "cols": s.classes + EMBEDDING_DIM, "grad_numel": grad_numel,
+            "iters": s.comm_iters, "backend": "nccl" if nccl else "gloo"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "comm.json"
+        torch.multiprocessing.spawn(comm_worker, args=(free_port(), spec, str(out)), nprocs=COMM_RANKS,
+                                    join=True)
+        seconds = json.loads(out.read_text())
+    where = ("nccl between 2 GPUs" if nccl else
+             "gloo between 2 local CPU processes (loopback; not a GPU interconnect)")
+    return {
+        "ranks": COMM_RANKS, "backend": spec["backend"], "where": where,
+        "all_gather": {"rows": spec["rows"], "cols": spec["cols"], "bytes": spec["rows"] * spec["cols"] * 4,
+                       "seconds_per_call": seconds["all_gather"]},
+        "grad_all_reduce": {"numel": grad_numel, "bytes": grad_numel * 4,
+                            "seconds_per_call": seconds["all_reduce"]},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def comm_worker(rank: int, port: int, spec: dict, out: str) -> None:
+    """One of the 2 processes: time the learner-view all-gather and the gradient all-reduce."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    device = torch.device("cuda", rank) if spec["backend"] == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(spec["backend"], rank=rank, world_size=COMM_RANKS)
+    try:
+        sizes = [hi - lo for lo, hi in shard_bounds(spec["rows"], COMM_RANKS)]
+        view = torch.randn(sizes[rank], spec["cols"], device=device)
+        grads = torch.randn(spec["grad_numel"], device=device)
+        seconds = {"all_gather": time_collective(lambda: all_gather_rows(view, sizes), spec["iters"], device),
+                   "all_reduce": time_collective(lambda: dist.all_reduce(grads), max(1, spec["iters"] // 10),
+                                                 device)}
+        if rank == 0:
+            Path(out).write_text(json.dumps(seconds))
+    finally:
+        dist.destroy_process_group()
+
+
+def time_collective(call, iters: int, device: torch.device) -> float:
+    """Mean seconds of ``call`` over ``iters`` calls after one warm-up, both ranks started together."""
+    import torch.distributed as dist
+
+    call()
+    sync(device)
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(iters):
+        call()
+    sync(device)
+    return (time.perf_counter() - start) / iters
+
+
 # ---------------------------------------------------------------- report
 
 def device_name(device: torch.device) -> str:
@@ -317,6 +399,7 @@ def run(s: Setting, preset: str) -> dict:
     saln = measure_pipeline(inputs, s, "saln", device)
     jest, jest_reason = measure_jest(inputs, s, device)
     paper = measure_paper_style(inputs, s, device)
+    comm = measure_communication(s, device)
     parts = {"ceiling": ceiling, "ceiling_keep": ceiling_keep, "standard": standard, "saln": saln,
              "jest": jest, "paper_style": paper}
     return {
@@ -339,6 +422,8 @@ def run(s: Setting, preset: str) -> dict:
                "jest": jest["selection_share"] if jest else None, "jest_reason": jest_reason,
                "target_saln": TARGETS["P6_saln"]},
         "peak_memory": peak_memory(device, parts),
+        "communication": comm | {"all_gather_share_of_jest_step": (
+            comm["all_gather"]["seconds_per_call"] / jest["step_seconds"] if jest else None)},
         "measurements": parts,
     }
 
@@ -384,6 +469,15 @@ def format_table(r: dict) -> str:
     if on_gpu:
         rows.append(f"host syncs per step: standard {m['standard']['host_syncs_per_step']}, "
                     f"saln {m['saln']['host_syncs_per_step']}")
+    c = r["communication"]
+    gather, reduce = c["all_gather"], c["grad_all_reduce"]
+    share = c["all_gather_share_of_jest_step"]
+    rows += ["", f"2-process communication per step, {c['where']}:",
+             f"{'  all-gather of the learner view':<44}{gather['seconds_per_call'] * 1e3:>9.3f} ms   "
+             f"{gather['rows']} x {gather['cols']} f32 = {gather['bytes'] / 2**10:.0f} KiB"
+             + (f", {share:.2%} of a jest step" if share is not None else ""),
+             f"{'  all-reduce of the gradients (DDP)':<44}{reduce['seconds_per_call'] * 1e3:>9.3f} ms   "
+             f"{reduce['numel'] / 1e6:.2f} M params f32 = {reduce['bytes'] / 2**20:.1f} MiB"]
     return "\n".join(rows)
 
 

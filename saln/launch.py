@@ -17,6 +17,7 @@ from saln.augment import load_spec
 from saln.checkpoint import checkpoint_path, imported_project_files, run_key
 from saln.config import load_params
 from saln.data import load_prepared
+from saln.distributed import is_writer, relaunch_under_torchrun
 from saln.errors import SalnError
 from saln.selection.base import Selector
 from saln.selection.registry import REGISTRY, check_method
@@ -49,6 +50,7 @@ def run(args, family: ModuleType, blocks: tuple[str, ...] = (), attach: Attach |
     params = load_params(args.params)
     selector = family_method(family, args.method)
     cfg = train_config(params)
+    relaunch_under_torchrun(cfg.world_size)  # world_size > 1: this process becomes torchrun's
     if args.lr is not None:
         cfg = replace(cfg, lr=args.lr)
     inputs = RunInputs(load_prepared(f"data/prepared/{args.dataset}"), load_spec("results/augment/config.json"),
@@ -67,6 +69,8 @@ def run(args, family: ModuleType, blocks: tuple[str, ...] = (), attach: Attach |
     except DivergedError as err:
         if args.lr is None:
             raise
+        if not is_writer():
+            return
         out.mkdir(parents=True, exist_ok=True)
         (out / DIVERGED_FILE).write_text(json.dumps({"lr": args.lr, "reason": str(err)}, indent=2) + "\n")
         print(f"{out}: diverged ({err}); recorded, the sweep goes on")

@@ -91,7 +91,8 @@ def train_reference(prepared: Prepared, spec: AugmentSpec, cfg: TrainConfig, ref
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    run_cfg = replace(cfg, epochs=ref.epochs, batch_size=ref.batch_size, log_batches=())
+    # One process: the reference model is small, and its scoring below is not rank-aware.
+    run_cfg = replace(cfg, epochs=ref.epochs, batch_size=ref.batch_size, log_batches=(), world_size=1)
     metrics = train_run(RunInputs(reference_view(prepared), spec), run_cfg, "standard", ref.seed,
                         run_dir, progress=progress, curves=False, checkpoint=checkpoint,
                         checkpoint_key=checkpoint_key, checkpoint_every=CHECKPOINT_EVERY_S)

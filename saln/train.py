@@ -7,6 +7,8 @@ partial batch of every epoch is dropped (for every method alike), so each step s
 ``Trainer.step`` is one such step; ``train_run`` loops it over epochs and bench/ times it.
 Given a checkpoint path, ``train_run`` saves its whole state after every epoch and a rerun after a
 kill continues from there, ending bitwise equal to an uninterrupted run on CPU (saln/checkpoint.py).
+With ``train.world_size`` W > 1, W torchrun workers train one run together (``DistributedTrainer``,
+saln/distributed.py and docs/distributed.md); W = 1 is the single-process ``Trainer``, unchanged.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from saln.augment import AugmentSpec
 from saln.transforms import test_pipeline, train_pipeline
 from saln.backbones import ARCHS, build_model, forward_with_embeddings, normalisation
 from saln import checkpoint as ckpt
+from saln import distributed
 from saln.config import batch_numbers, check_weights, number, require
 from saln.data import Prepared
 from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memory_format, pick_device,
                          provenance)
+from saln.distributed import Group
 from saln.errors import SalnError
 from saln.features import images_to_tensor, test_time_batches
 from saln.selection import LearnerView, SelectionBatch, Selector, build
@@ -57,6 +61,7 @@ class TrainConfig:
     compile: bool
     arch: str
     weights: str
+    world_size: int = 1  # processes training this one run (torchrun + DistributedDataParallel)
 
     @property
     def keep(self) -> int:
@@ -85,6 +90,7 @@ def train_config(params: dict) -> TrainConfig:
         compile=bool(require(t, "compile", "train")),
         arch=arch,
         weights=check_weights(require(model, "weights", "model"), "model.weights"),
+        world_size=number(t, "world_size", "train", lo=1, integer=True),
     )
     # BatchNorm in train mode cannot normalise a single image, so a selector must keep >= 2.
     if cfg.keep < 2:
@@ -174,6 +180,7 @@ class Trainer:
     bf16: bool
     keep: int
     select_clock: IntervalClock
+    group: Group | None = None  # this rank of a multi-process run (DistributedTrainer); None: one process
 
     @torch.no_grad()
     def learner_view(self, idx: torch.Tensor) -> LearnerView:
@@ -210,17 +217,90 @@ class Trainer:
         return StepResult(positions, kept, loss, (logits.argmax(1) == y).sum(), batch.scored)
 
 
+@dataclass
+class DistributedTrainer(Trainer):
+    """One rank of a W-process run: the same global batches and selections, a 1/W share of the work.
+
+    Every rank holds the same data, seed and generator, so it draws the same shuffle. Per step:
+
+    * the learner view (logits, embeddings) of the B candidates is computed in W shards, one per
+      rank, and all-gathered, so a selector sees the whole batch's view on every rank;
+    * every rank runs the selector on that same global batch (its generator draws stay in step
+      with the others' and with a single process's); rank 0's positions are then broadcast, so
+      even a non-deterministic kernel on one device cannot make the ranks train on different sets;
+    * the K kept images are split into W contiguous shards (sizes differing by at most one); each
+      rank augments its shard with its rows of a batch-wide draw (``distributed.augment_shard``),
+      so an image's augmentation depends on its global position only;
+    * each rank's loss is (sum of cross-entropy over its shard) * W / K: DDP averages gradients
+      over the W ranks, which gives exactly the gradient of the mean over all K kept images.
+
+    The step's reported loss and accuracy are all-reduced over the ranks: every rank sees the same
+    (global) values, so a non-finite loss stops every rank at the same step.
+    """
+
+    @torch.no_grad()
+    def learner_view(self, idx: torch.Tensor) -> LearnerView:
+        bounds = distributed.shard_bounds(len(idx), self.group.size)
+        lo, hi = bounds[self.group.rank]
+        view = super().learner_view(idx[lo:hi])
+        rows = distributed.all_gather_rows(torch.cat([view.logits, view.embeddings], dim=1),
+                                           [b - a for a, b in bounds])
+        classes = view.logits.shape[1]
+        return LearnerView(rows[:, :classes].contiguous(), rows[:, classes:].contiguous())
+
+    def learn_shard(self, x: torch.Tensor, y: torch.Tensor, kept: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step on this rank's shard of ``kept`` images; returns its CE sum and correct count."""
+        with autocast(self.device, self.bf16):
+            logits = self.step_model(x)
+            ce_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+        self.optimizer.zero_grad(set_to_none=True)
+        (ce_sum * (self.group.size / kept)).backward()  # DDP averages: d mean CE over the K kept
+        self.optimizer.step()
+        return ce_sum.detach(), (logits.argmax(1) == y).sum()
+
+    def step(self, idx: torch.Tensor) -> StepResult:
+        batch = self.selection_batch(idx)
+        with self.select_clock():
+            positions = distributed.broadcast(self.selector.select(batch).to(self.device))
+        kept = idx[positions]
+        lo, hi = self.group.shard(len(kept))
+        mine = kept[lo:hi]
+        x = distributed.augment_shard(self.train_tf, self.images[mine], len(kept), lo)
+        ce_sum, correct = self.learn_shard(x.contiguous(memory_format=self.fmt), self.labels[mine], len(kept))
+        total = distributed.all_reduce_sum(torch.stack([ce_sum, correct.to(ce_sum.dtype)]))
+        return StepResult(positions, kept, total[0] / len(kept), total[1].round().long(), batch.scored)
+
+
+def check_world(cfg: TrainConfig, group: Group) -> None:
+    """Every rank must get enough of a step's kept images (the fewest any selector keeps: cfg.keep)."""
+    per_rank = cfg.keep // group.size
+    need = 1 if group.device.type == "cuda" else 2  # CPU has no SyncBatchNorm: BN sees one rank's shard
+    if per_rank < need:
+        why = ("every process needs one" if need == 1
+               else "BatchNorm without SyncBatchNorm (CPU) needs at least 2 per process")
+        raise SalnError(f"train.world_size={group.size} leaves {per_rank} of the {cfg.keep} images kept per "
+                        f"step to a process; {why}: lower world_size, raise batch_size or lower filter_ratio")
+
+
 def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
-                  device: torch.device) -> Trainer:
-    """Seed, then move the data to ``device`` and build the learner (in this order, for reproducibility)."""
+                  device: torch.device, group: Group | None = None) -> Trainer:
+    """Seed, then move the data to ``device`` and build the learner (in this order, for reproducibility).
+
+    With ``group`` (a rank of a multi-process run), a ``DistributedTrainer`` whose step model is the
+    learner wrapped in DistributedDataParallel (SyncBatchNorm on CUDA; saln.distributed.wrap_model).
+    """
     seed_everything(seed)
     selector = build(method, **inputs.selector_options)
     fmt = memory_format(cfg.channels_last)
     model = build_model(cfg.arch, cfg.weights, inputs.prepared.num_classes).to(device, memory_format=fmt)
+    step_model = model
+    if group is not None:
+        check_world(cfg, group)
+        model, step_model = distributed.wrap_model(model, device)
     norm = normalisation(cfg.arch)
-    return Trainer(
+    return (Trainer if group is None else DistributedTrainer)(
         model=model,
-        step_model=torch.compile(model) if cfg.compile else model,
+        step_model=torch.compile(step_model) if cfg.compile else step_model,
         optimizer=torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay),
         selector=selector,
@@ -235,7 +315,7 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
         test_tf=test_pipeline(inputs.spec, norm).to(device),
         generator=torch.Generator(device=device).manual_seed(seed),
         device=device, fmt=fmt, bf16=cfg.bf16, keep=cfg.keep,
-        select_clock=IntervalClock(device),
+        select_clock=IntervalClock(device), group=group,
     )
 
 
@@ -248,10 +328,15 @@ class RunState:
     counts: Counters = field(default_factory=Counters)
     logged: dict = field(default_factory=lambda: {"batch": [], "indices": [], "kept": []})
 
+    @property
+    def main(self) -> bool:
+        """The process that evaluates and writes: the only one, or rank 0 of a multi-process run."""
+        return self.trainer.group is None or self.trainer.group.main
+
 
 def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_dir: str | Path,
               progress: bool = True, curves: bool = True, checkpoint: str | Path | None = None,
-              checkpoint_key: str = "", checkpoint_every: float = 0.0) -> dict:
+              checkpoint_key: str = "", checkpoint_every: float = 0.0) -> dict | None:
     """Train one (dataset, method, seed) run; writes metrics.json, model.pt, selections.npz, dvclive/.
 
     Every epoch, and once before training (epoch 0), the learner is evaluated on the validation
@@ -264,47 +349,57 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
     epoch costs more than redoing it); a later call with the same ``checkpoint_key`` (see
     ``checkpoint.run_key``) and the same config and inputs continues after the saved epoch, and a
     finished run deletes the file.
+
+    With ``cfg.world_size`` W > 1 this process must be one of W torchrun workers (saln/distributed.py):
+    they train the run together; rank 0 alone evaluates, checkpoints (with every rank's RNG states)
+    and writes, and the other ranks return None.
     """
+    device = pick_device(cfg.device)
+    with distributed.process_group(cfg.world_size, device) as group:
+        device = group.device if group else device
+        split = run_splits(inputs, device)
+        n_batches = len(split["train"]) // cfg.batch_size
+        if n_batches == 0:
+            raise SalnError(f"the training split has {len(split['train'])} images, fewer than "
+                            f"train.batch_size={cfg.batch_size}")
+        state = RunState(build_trainer(inputs, cfg, method, seed, device, group),
+                         {"train": Stopwatch(device), "eval": Stopwatch(device)})
+        main, out = state.main, Path(out_dir)
+        live = open_live(out) if main else None
+        key = {"key": checkpoint_key, "run": run_identity(inputs, cfg, method, seed, curves, device)
+               } if checkpoint is not None else {}
+        done = resume_run(checkpoint, key, state, cfg.epochs) if checkpoint is not None else 0
+        if done:  # DVC deleted dvclive/ with the outs: rebuild the curves' first rows from the checkpoint
+            for row in state.counts.history:
+                _log_row(live, row)
+        elif curves:
+            log_epoch(live, state.counts, epoch_row(state.trainer, split, cfg, 0, None, state.counts,
+                                                    state.clocks))
+        saver = Saver(checkpoint, key, checkpoint_every)
+        try:
+            for epoch in range(done + 1, cfg.epochs + 1):
+                run_epoch(state, live, split, cfg, method, epoch, n_batches, progress and main, curves)
+                if epoch < cfg.epochs:  # after the last, the outputs follow
+                    saver.after_epoch(state, epoch)
+                report_epoch(method, cfg.epochs, state.counts.history[-1], progress and main)
+        except DivergedError:
+            if checkpoint is not None and main:  # a divergence is an outcome, not an interruption
+                ckpt.remove(checkpoint)
+            raise
+        if not main:
+            return None
+        live.end()
+        metrics = write_outputs(out, state, cfg, seed, len(split["train"]), device)
+        if checkpoint is not None:
+            ckpt.remove(checkpoint)
+        return metrics
+
+
+def open_live(out: Path):
     from dvclive import Live
 
-    out = Path(out_dir)
-    device = pick_device(cfg.device)
-    split = run_splits(inputs, device)
-    n_batches = len(split["train"]) // cfg.batch_size
-    if n_batches == 0:
-        raise SalnError(f"the training split has {len(split['train'])} images, fewer than "
-                        f"train.batch_size={cfg.batch_size}")
-    state = RunState(build_trainer(inputs, cfg, method, seed, device),
-                     {"train": Stopwatch(device), "eval": Stopwatch(device)})
     out.mkdir(parents=True, exist_ok=True)
-    live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
-    key = {"key": checkpoint_key, "run": run_identity(inputs, cfg, method, seed, curves, device)
-           } if checkpoint is not None else {}
-    done = resume(checkpoint, key, state, cfg.epochs) if checkpoint is not None else 0
-    if done:  # DVC deleted dvclive/ with the outs: rebuild the curves' first rows from the checkpoint
-        for row in state.counts.history:
-            _log_row(live, row)
-    elif curves:
-        log_epoch(live, state.counts, epoch_row(state.trainer, split, cfg, 0, None, state.counts,
-                                                state.clocks))
-    last_save = time.monotonic()
-    try:
-        for epoch in range(done + 1, cfg.epochs + 1):
-            run_epoch(state, live, split, cfg, method, epoch, n_batches, progress, curves)
-            due = time.monotonic() - last_save >= checkpoint_every
-            if checkpoint is not None and epoch < cfg.epochs and due:  # after the last, the outputs follow
-                save_checkpoint(snapshot(state, epoch, key), checkpoint)
-                last_save = time.monotonic()
-            report_epoch(method, cfg.epochs, state.counts.history[-1], progress)
-    except DivergedError:
-        if checkpoint is not None:  # a divergence is an outcome, not an interruption: nothing to resume
-            ckpt.remove(checkpoint)
-        raise
-    live.end()
-    metrics = write_outputs(out, state, cfg, seed, len(split["train"]), device)
-    if checkpoint is not None:
-        ckpt.remove(checkpoint)
-    return metrics
+    return Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
 def run_epoch(state: RunState, live, split: dict, cfg: TrainConfig, method: str, epoch: int,
@@ -351,11 +446,14 @@ def run_identity(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, cu
     return ckpt.run_key(settings, [])
 
 
-def snapshot(state: RunState, epoch: int, key: dict) -> dict:
-    """The run after ``epoch`` completed epochs, as plain tensors and containers."""
+def snapshot(state: RunState, epoch: int, key: dict, rank_rngs: list[dict] | None = None) -> dict:
+    """The run after ``epoch`` completed epochs, as plain tensors and containers.
+
+    ``rank_rngs``: in a multi-process run, every rank's RNG states in rank order (``rng_by_rank``).
+    """
     t, c, logged = state.trainer, state.counts, state.logged
     return {
-        **key, "epoch": epoch,
+        **key, "epoch": epoch, **({"rng_by_rank": rank_rngs} if rank_rngs is not None else {}),
         "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
         "rng": ckpt.rng_states(t.generator),
         "counters": {"backprop": c.backprop, "scored": c.scored, "keep_per_batch": c.keep_per_batch,
@@ -370,6 +468,33 @@ def snapshot(state: RunState, epoch: int, key: dict) -> dict:
 
 def save_checkpoint(payload: dict, path: str | Path) -> None:
     ckpt.save_atomic(payload, path)  # a module-level name, so a test can simulate a kill right after
+
+
+@dataclass
+class Saver:
+    """Saves the run after an epoch, at most once per ``every`` seconds (nothing without a path)."""
+
+    path: str | Path | None
+    key: dict
+    every: float
+    last: float = field(default_factory=time.monotonic)
+
+    def after_epoch(self, state: RunState, epoch: int) -> None:
+        if self.path is None:
+            return
+        due = time.monotonic() - self.last >= self.every
+        group = state.trainer.group
+        if group is None:
+            if due:
+                save_checkpoint(snapshot(state, epoch, self.key), self.path)
+                self.last = time.monotonic()
+            return
+        # Every rank must take part in the gather, so rank 0's clock decides for all.
+        if distributed.broadcast_int(due, group.device):
+            rank_rngs = distributed.gather_objects(ckpt.rng_states(state.trainer.generator))
+            if group.main:
+                save_checkpoint(snapshot(state, epoch, self.key, rank_rngs), self.path)
+            self.last = time.monotonic()
 
 
 def resume(path: str | Path, key: dict, state: RunState, epochs: int) -> int:
@@ -390,6 +515,17 @@ def resume(path: str | Path, key: dict, state: RunState, epochs: int) -> int:
     return payload["epoch"]
 
 
+def resume_run(path: str | Path, key: dict, state: RunState, epochs: int) -> int:
+    """``resume`` for every rank: rank 0 judges the file (and may discard it), the others follow it."""
+    group = state.trainer.group
+    if group is None:
+        return resume(path, key, state, epochs)
+    done = distributed.broadcast_int(resume(path, key, state, epochs) if group.main else 0, group.device)
+    if done and not group.main:  # rank 0 rewrites the file only after the next epoch's collectives
+        restore(state, ckpt.load(path))
+    return done
+
+
 def restore(state: RunState, payload: dict) -> None:
     t, c = state.trainer, payload["counters"]
     t.model.load_state_dict(payload["model"])
@@ -402,7 +538,9 @@ def restore(state: RunState, payload: dict) -> None:
     state.clocks["train"].seconds, state.clocks["eval"].seconds = seconds["train"], seconds["eval"]
     # IntervalClock has no setter; a fresh one holds no pending spans, so its total is _seconds.
     t.select_clock._seconds = seconds["select"]
-    ckpt.restore_rng(payload["rng"], t.generator)  # last: nothing above may draw after it
+    rank = t.group.rank if t.group is not None else 0
+    rng = payload["rng_by_rank"][rank] if "rng_by_rank" in payload else payload["rng"]
+    ckpt.restore_rng(rng, t.generator)  # last: nothing above may draw after it
 
 
 def run_splits(inputs: RunInputs, device: torch.device) -> dict[str, torch.Tensor]:
@@ -446,6 +584,7 @@ def epoch_row(trainer: Trainer, split: dict, cfg: TrainConfig, epoch: int, fit: 
               counts: Counters, clocks: dict, evaluated: bool = True) -> dict:
     """One point of the curves: after ``epoch`` epochs (0 = the model before training)."""
     row = {"epoch": epoch, **(fit or {})}
+    evaluated = evaluated and (trainer.group is None or trainer.group.main)  # rank 0 evaluates alone
     with clocks["eval"]():
         for name in ("val", "test") if evaluated else ():
             row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
@@ -462,6 +601,8 @@ def log_epoch(live, counts: Counters, row: dict) -> None:
 
 
 def _log_row(live, row: dict) -> None:
+    if live is None:  # a rank > 0 of a multi-process run logs nothing
+        return
     for key, value in row.items():
         live.log_metric(key, value)
     live.next_step()

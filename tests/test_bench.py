@@ -36,3 +36,10 @@ def test_bench_tiny_writes_its_json(tmp_path):
     assert finite_positive(r["P6"]["jest"]) or (r["P6"]["jest"] is None and r["P6"]["jest_reason"])
     for name in ("ceiling", "ceiling_keep", "standard", "saln", "paper_style"):
         assert name in r["measurements"]
+    # the 2-process communication of a data-parallel step: a real gloo measurement on CPU
+    c = r["communication"]
+    assert c["ranks"] == 2 and c["backend"] == "gloo"
+    assert c["all_gather"]["bytes"] == r["setting"]["batch"] * (4 + 512) * 4  # tiny: 4 classes
+    for value in (c["all_gather"]["seconds_per_call"], c["grad_all_reduce"]["seconds_per_call"],
+                  c["grad_all_reduce"]["numel"]):
+        assert finite_positive(value), value
