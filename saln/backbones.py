@@ -11,9 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-import timm
 import torch
-import torchvision
 from torch import nn
 
 from saln.errors import SalnError
@@ -21,10 +19,16 @@ from saln.errors import SalnError
 ARCHS: tuple[str, ...] = ("resnet18", "resnet50", "efficientnet_lite0", "efficientnet_lite1",
                           "efficientnet_lite2")
 
-IMAGENET_WEIGHTS = {
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-}
+
+
+def imagenet_weights(arch: str):
+    """torchvision's ImageNet weights enum of a ResNet (IMAGENET1K_V1, the paper's)."""
+    import torchvision  # here, not at the top: validation and light stages never build a network
+
+    return {"resnet18": torchvision.models.ResNet18_Weights,
+            "resnet50": torchvision.models.ResNet50_Weights}[arch].IMAGENET1K_V1
+
+
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TF_LITE_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # TF-Lite: (x - 127) / 128; timm agrees
 
@@ -80,7 +84,7 @@ def forward_with_embeddings(model: nn.Module, x: torch.Tensor) -> tuple[torch.Te
 
 def imagenet_state_dict(arch: str) -> dict:
     """torchvision's ImageNet weights: from the torch cache, else downloaded; one-line error if neither."""
-    weights = IMAGENET_WEIGHTS[arch]
+    weights = imagenet_weights(arch)
     filename = Path(weights.url).name
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     try:
@@ -137,8 +141,14 @@ def lite_to_timm(state: dict, model: nn.Module) -> dict:
 
 def _fresh(arch: str) -> nn.Module:
     """The untrained 1000-class net; pretrained=False so timm never reaches for a hub."""
+    # Imported here: timm pulls in torchvision and torch._dynamo (about 1.3 s), which validation
+    # and the stages that never build a network should not pay for.
     if _is_lite(arch):
+        import timm
+
         return timm.create_model(f"tf_{arch}", pretrained=False)
+    import torchvision
+
     return getattr(torchvision.models, arch)(weights=None)
 
 

@@ -118,12 +118,12 @@ def write_weights(torch_home: Path) -> None:
     import torch
     import torchvision
 
-    from saln.backbones import IMAGENET_WEIGHTS
+    from saln.backbones import imagenet_weights
 
     checkpoints = torch_home / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     for arch, filename in WEIGHT_FILES.items():
-        assert Path(IMAGENET_WEIGHTS[arch].url).name == filename
+        assert Path(imagenet_weights(arch).url).name == filename
         torch.manual_seed(0)
         torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), checkpoints / filename)
 
