@@ -19,6 +19,7 @@ from saln.config import load_params
 from saln.data import load_prepared
 from saln.distributed import is_writer, relaunch_under_torchrun
 from saln.errors import SalnError
+from saln.gpu_claim import claim_gpu
 from saln.selection.base import Selector
 from saln.selection.registry import REGISTRY, check_method
 from saln.sweep import DIVERGED_FILE, run_dir
@@ -50,6 +51,7 @@ def run(args, family: ModuleType, blocks: tuple[str, ...] = (), attach: Attach |
     params = load_params(args.params)
     selector = family_method(family, args.method)
     cfg = train_config(params)
+    claim_gpu(cfg.device, cfg.world_size)  # a free GPU of its own (DVC's queue gives workers no index)
     relaunch_under_torchrun(cfg.world_size)  # world_size > 1: this process becomes torchrun's
     if args.lr is not None:
         cfg = replace(cfg, lr=args.lr)
@@ -65,7 +67,10 @@ def run(args, family: ModuleType, blocks: tuple[str, ...] = (), attach: Attach |
     try:
         metrics = train_run(inputs, cfg, args.method, args.seed, out,
                             checkpoint=checkpoint_path(args.dataset, args.method, args.seed, args.lr),
-                            checkpoint_key=key, checkpoint_every=CHECKPOINT_EVERY_S)
+                            checkpoint_key=key, checkpoint_every=CHECKPOINT_EVERY_S,
+                            # A sweep run's folder is uncached (it may hold diverged.json instead),
+                            # so its weights would land in git: the report reads only its metrics.
+                            save_model=args.lr is None)
     except DivergedError as err:
         if args.lr is None:
             raise

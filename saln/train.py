@@ -336,8 +336,9 @@ class RunState:
 
 def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_dir: str | Path,
               progress: bool = True, curves: bool = True, checkpoint: str | Path | None = None,
-              checkpoint_key: str = "", checkpoint_every: float = 0.0) -> dict | None:
-    """Train one (dataset, method, seed) run; writes metrics.json, model.pt, selections.npz, dvclive/.
+              checkpoint_key: str = "", checkpoint_every: float = 0.0, save_model: bool = True) -> dict | None:
+    """Train one (dataset, method, seed) run; writes metrics.json, model.pt (if ``save_model``),
+    selections.npz and dvclive/.
 
     Every epoch, and once before training (epoch 0), the learner is evaluated on the validation
     and test splits, so accuracy can be read against epochs, images back-propagated and seconds;
@@ -389,7 +390,7 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
         if not main:
             return None
         live.end()
-        metrics = write_outputs(out, state, cfg, seed, len(split["train"]), device)
+        metrics = write_outputs(out, state, cfg, seed, len(split["train"]), device, save_model)
         if checkpoint is not None:
             ckpt.remove(checkpoint)
         return metrics
@@ -414,10 +415,11 @@ def run_epoch(state: RunState, live, split: dict, cfg: TrainConfig, method: str,
 
 
 def write_outputs(out: Path, state: RunState, cfg: TrainConfig, seed: int, train_images: int,
-                  device: torch.device) -> dict:
+                  device: torch.device, save_model: bool = True) -> dict:
     trainer, logged = state.trainer, state.logged
     metrics = final_metrics(state.counts, state.clocks, trainer, cfg, seed, train_images, device)
-    torch.save(trainer.model.state_dict(), out / "model.pt")
+    if save_model:
+        torch.save(trainer.model.state_dict(), out / "model.pt")
     np.savez(out / "selections.npz", batch=np.asarray(logged["batch"], dtype=np.int64),
              indices=np.asarray(logged["indices"], dtype=np.int64).reshape(-1, cfg.batch_size),
              kept=np.asarray(logged["kept"], dtype=bool).reshape(-1, cfg.batch_size))

@@ -10,12 +10,14 @@ from saln.config import load_params
 from saln.data import load_prepared
 from saln.errors import one_line_errors
 from saln.features import compute_features, feature_config, probe_evidence, save_features
+from saln.gpu_claim import claim_gpu
 
 
 @one_line_errors
 def main() -> None:
     args = _common.dataset_args(__doc__)
     cfg = feature_config(load_params(args.params))
+    claim_gpu(cfg.device)  # a free GPU of its own when several are visible (DVC's queue)
     prepared = load_prepared(f"data/prepared/{args.dataset}")
     spec = load_spec("results/augment/config.json")
     features = compute_features(prepared.images, spec, cfg)

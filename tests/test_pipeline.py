@@ -88,13 +88,14 @@ def test_repro_trains_every_method_and_reports(tiny_repo):
 def test_remote_push_then_pull_into_a_fresh_clone_finds_nothing_stale(tiny_repo, tmp_path):
     """A second machine gets every result from a DVC remote without rerunning anything: the cached
     outs hold nothing that varies by run (timings live in uncached metrics, committed to git).
-    Runs before the experiment tests, which change the workspace."""
+    `--all-commits` pushes every commit's outs, not the workspace's (an experiment may have left
+    its own there); the remote is set in .dvc/config.local, which every commit then sees."""
     remote = tmp_path / "remote"
-    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], tiny_repo)
-    run(["dvc", "push"], tiny_repo)
+    run(["dvc", "remote", "add", "--local", "-f", "-d", "local", str(remote)], tiny_repo)
+    run(["dvc", "push", "--all-commits"], tiny_repo)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(tiny_repo), str(clone)], tmp_path)
-    run(["dvc", "remote", "add", "-f", "-d", "local", str(remote)], clone)
+    run(["dvc", "remote", "add", "--local", "-f", "-d", "local", str(remote)], clone)
     run(["dvc", "pull"], clone)
     status = run(["dvc", "status"], clone)
     assert "up to date" in status.lower(), status
