@@ -48,13 +48,11 @@ def merge(base: dict, override: dict) -> dict:
     return base
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory) -> Path:
-    """The repo's tracked files (no results, no lock) with tiny params, as a fresh git repo."""
-    repo = tmp_path_factory.mktemp("repo")
+def make_tiny_repo(repo: Path, override: dict) -> Path:
+    """The repo's tracked files (no results, no lock) with ``override`` on 16 px digits, as a fresh
+    git repo, reproduced and committed (queued experiments run from the last commit)."""
     copy_sources(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params = merge(params, TINY)
+    params = merge(yaml.safe_load((repo / "params.yaml").read_text()), override)
     params["data"]["sources"]["digits"]["image_size"] = 16
     params["augment"].update(resize=16, test_resize=16, test_crop=16)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -65,6 +63,11 @@ def tiny_repo(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "repro"], repo)
     return repo
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    return make_tiny_repo(tmp_path_factory.mktemp("repo"), TINY)
 
 
 def metrics_by_method(repo: Path) -> dict:

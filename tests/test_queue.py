@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.test_pipeline import TINY, copy_sources, merge, run
+from tests.test_pipeline import TINY, make_tiny_repo, merge, run
 
 pytestmark = pytest.mark.slow
 
@@ -37,19 +36,7 @@ QUEUE_TIMEOUT_S = 1200
 @pytest.fixture(scope="module")
 def queue_repo(tmp_path_factory) -> Path:
     """The tiny_repo of test_pipeline with two methods and a one-epoch reference model."""
-    repo = tmp_path_factory.mktemp("queue_repo")
-    copy_sources(repo)
-    params = merge(yaml.safe_load((repo / "params.yaml").read_text()), QUEUE_TINY)
-    params["data"]["sources"]["digits"]["image_size"] = 16
-    params["augment"].update(resize=16, test_resize=16, test_crop=16)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "tiny"], repo)
-    run(["dvc", "repro"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "repro"], repo)  # the queue runs from the last commit
-    return repo
+    return make_tiny_repo(tmp_path_factory.mktemp("queue_repo"), QUEUE_TINY)
 
 
 def set_flags(overrides: list[str]) -> list[str]:
