@@ -77,7 +77,8 @@ def source_config(params: dict, name: str) -> SourceConfig:
     size = number(raw, "image_size", where, lo=8, integer=True)
     path = raw.get("path")
     if DATASETS[kind].needs_path and (not path or not Path(path).exists()):
-        raise SalnError(f"{where}.path must point to an existing {kind} dataset, got {path!r}")
+        raise SalnError(f"{where}.path must point to an existing {kind} dataset, got {path!r}: place or "
+                        f"link it under {SOURCES_DIR}/ (see {SOURCES_DIR}/README.md)")
     return SourceConfig(name=name, kind=kind, image_size=size, root=raw.get("root", "data/downloads"),
                         path=path)
 
