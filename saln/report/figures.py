@@ -160,8 +160,10 @@ def plot_batch_grid(images: np.ndarray, kept: dict[str, np.ndarray], dataset: st
     for ax, (method, mask) in zip(axes.flat, kept.items()):
         ax.imshow(mosaic(images, mask, columns), interpolation="nearest")
         style = _style(styles, method)
-        ax.set_title(f"{method} ({style['marker']}): {int(mask.sum())} of {len(mask)} selected",
-                     color=style["color"])
+        ax.set_title(f"   {method}: {int(mask.sum())} of {len(mask)} selected", color=style["color"])
+        # The method's own marker beside its title, as in every other figure's legend.
+        ax.plot([0.0], [1.035], transform=ax.transAxes, clip_on=False, linestyle="none", markersize=8,
+                **style)
         ax.axis("off")
     fig.suptitle(f"{dataset}, seed {seed}, epoch 1, batch {batch_number}: "
                  "green frame = selected for back-propagation, faded = dropped")
