@@ -20,6 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_ROOT = Path("results/checkpoints")  # beside results/train, never inside a stage's outs
+SAVE_EVERY_S = 30.0  # stages save at most this often: a kill loses about this much, plus the epoch under way
 FORMAT = 1  # bump when the payload's layout changes: an older file is then discarded, not misread
 
 

@@ -47,11 +47,12 @@ def number(section: dict, key: str, where: str, lo=None, hi=None, lo_open=False,
 
 
 WEIGHTS_DIR = "weights"  # state-dict files live here: a dvc.yaml dep of every stage building a network
+NAMED_WEIGHTS = ("none", "imagenet")  # the weights values that name no file
 
 
 def check_weights(value, where: str) -> str:
     """``none``, ``imagenet`` or the path of an existing file."""
-    if value in ("none", "imagenet"):
+    if value in NAMED_WEIGHTS:
         return value
     if not isinstance(value, str) or not Path(value).is_file():
         raise SalnError(f"{where} must be none, imagenet or an existing file, got {value!r}")

@@ -1,9 +1,10 @@
 """One training run as a ``train_<family>`` / ``sweep_<family>`` stage runs it.
 
 Each selector family has its own stage script (stages/train_<family>.py) that imports only its
-family's module and the loader of the inputs that family needs (features, the reference model, a
-pruned subset), then hands over to ``main``. So a family's runs depend on exactly that code and
-those outputs: editing jest.py, or retraining the reference model, leaves standard up to date.
+family's module and the loader of any input only that family reads (the reference model, a pruned
+subset), then hands over to ``run``, which also loads the features for a selector that needs
+them. So a family's runs depend on exactly that code and those outputs: editing jest.py, or
+retraining the reference model, leaves standard up to date.
 """
 
 from __future__ import annotations
@@ -14,22 +15,23 @@ from types import ModuleType
 from typing import Callable
 
 from saln.augment import load_spec
-from saln.checkpoint import checkpoint_path, imported_project_files, run_key
+from saln.checkpoint import SAVE_EVERY_S, checkpoint_path, imported_project_files, run_key
 from saln.config import load_params
 from saln.data import load_prepared
 from saln.distributed import is_writer, relaunch_under_torchrun
 from saln.errors import SalnError
+from saln.features import load_features
 from saln.gpu_claim import claim_gpu
 from saln.selection.base import Selector
 from saln.selection.registry import REGISTRY, check_method
 from saln.sweep import DIVERGED_FILE, run_dir
 from saln.train import DivergedError, RunInputs, train_config, train_run
 
-CHECKPOINT_EVERY_S = 30.0  # a kill loses at most about this much training, plus the epoch under way
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "filter_ratio", "eval_batch_size",
               "log_batches", "device", "bf16", "channels_last", "compile", "world_size")
 
-# Adds what a family's selectors need to the run's inputs: (inputs, selector class, dataset).
+# Adds what a family's selectors need besides the data and features (a reference model, a pruned
+# subset) to the run's inputs: (inputs, selector class, dataset).
 Attach = Callable[[RunInputs, type[Selector], str], None]
 
 
@@ -57,6 +59,8 @@ def run(args, family: ModuleType, blocks: tuple[str, ...] = (), attach: Attach |
         cfg = replace(cfg, lr=args.lr)
     inputs = RunInputs(load_prepared(f"data/prepared/{args.dataset}"), load_spec("results/augment/config.json"),
                        selector_options=selector.options_from_params(params))
+    if selector.needs_features:
+        inputs.features = load_features(f"data/features/{args.dataset}")
     if attach is not None:
         attach(inputs, selector, args.dataset)
     out = run_dir(args.dataset, args.method, args.seed, args.lr)
@@ -67,7 +71,7 @@ def run(args, family: ModuleType, blocks: tuple[str, ...] = (), attach: Attach |
     try:
         metrics = train_run(inputs, cfg, args.method, args.seed, out,
                             checkpoint=checkpoint_path(args.dataset, args.method, args.seed, args.lr),
-                            checkpoint_key=key, checkpoint_every=CHECKPOINT_EVERY_S,
+                            checkpoint_key=key, checkpoint_every=SAVE_EVERY_S,
                             # A sweep run's folder is uncached (it may hold diverged.json instead),
                             # so its weights would land in git: the report reads only its metrics.
                             save_model=args.lr is None)

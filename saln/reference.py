@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from saln.augment import AugmentSpec
 from saln.transforms import test_pipeline
 from saln.backbones import build_model, forward_with_embeddings, normalisation
+from saln.checkpoint import SAVE_EVERY_S
 from saln.config import number, require
 from saln.data import Prepared
 from saln.device import autocast, memory_format, pick_device
@@ -30,7 +31,6 @@ from saln.selection import baselines  # noqa: F401  (registers standard, which t
 from saln.train import RunInputs, TrainConfig, train_run
 
 LOSSES_FILE, EMBEDDINGS_FILE, META_FILE = "losses.npy", "embeddings.npy", "meta.json"
-CHECKPOINT_EVERY_S = 30.0  # as a train run: a kill loses at most about this much training
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def train_reference(prepared: Prepared, spec: AugmentSpec, cfg: TrainConfig, ref
     run_cfg = replace(cfg, epochs=ref.epochs, batch_size=ref.batch_size, log_batches=(), world_size=1)
     metrics = train_run(RunInputs(reference_view(prepared), spec), run_cfg, "standard", ref.seed,
                         run_dir, progress=progress, curves=False, checkpoint=checkpoint,
-                        checkpoint_key=checkpoint_key, checkpoint_every=CHECKPOINT_EVERY_S)
+                        checkpoint_key=checkpoint_key, checkpoint_every=SAVE_EVERY_S)
     model = build_model(cfg.arch, "none", prepared.num_classes)
     # The weights join the cached tables; the run folder keeps only its (uncached) logs and timings.
     shutil.move(Path(run_dir) / "model.pt", out / "model.pt")

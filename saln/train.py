@@ -182,6 +182,11 @@ class Trainer:
     select_clock: IntervalClock
     group: Group | None = None  # this rank of a multi-process run (DistributedTrainer); None: one process
 
+    @property
+    def main(self) -> bool:
+        """The process that evaluates and writes: the only one, or rank 0 of a multi-process run."""
+        return self.group is None or self.group.main
+
     @torch.no_grad()
     def learner_view(self, idx: torch.Tensor) -> LearnerView:
         self.model.eval()
@@ -328,11 +333,6 @@ class RunState:
     counts: Counters = field(default_factory=Counters)
     logged: dict = field(default_factory=lambda: {"batch": [], "indices": [], "kept": []})
 
-    @property
-    def main(self) -> bool:
-        """The process that evaluates and writes: the only one, or rank 0 of a multi-process run."""
-        return self.trainer.group is None or self.trainer.group.main
-
 
 def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_dir: str | Path,
               progress: bool = True, curves: bool = True, checkpoint: str | Path | None = None,
@@ -365,7 +365,7 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
                             f"train.batch_size={cfg.batch_size}")
         state = RunState(build_trainer(inputs, cfg, method, seed, device, group),
                          {"train": Stopwatch(device), "eval": Stopwatch(device)})
-        main, out = state.main, Path(out_dir)
+        main, out = state.trainer.main, Path(out_dir)
         live = open_live(out) if main else None
         key = {"key": checkpoint_key, "run": run_identity(inputs, cfg, method, seed, curves, device)
                } if checkpoint is not None else {}
@@ -586,7 +586,7 @@ def epoch_row(trainer: Trainer, split: dict, cfg: TrainConfig, epoch: int, fit: 
               counts: Counters, clocks: dict, evaluated: bool = True) -> dict:
     """One point of the curves: after ``epoch`` epochs (0 = the model before training)."""
     row = {"epoch": epoch, **(fit or {})}
-    evaluated = evaluated and (trainer.group is None or trainer.group.main)  # rank 0 evaluates alone
+    evaluated = evaluated and trainer.main  # rank 0 evaluates alone
     with clocks["eval"]():
         for name in ("val", "test") if evaluated else ():
             row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(

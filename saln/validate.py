@@ -12,7 +12,7 @@ from pathlib import Path
 
 from saln.active import active_config
 from saln.augment import augment_spec
-from saln.config import WEIGHTS_DIR, dataset_names, require, seeds
+from saln.config import NAMED_WEIGHTS, WEIGHTS_DIR, dataset_names, require, seeds
 from saln.data import SOURCES_DIR, source_config, split_config
 from saln.errors import SalnError
 from saln.features import feature_config
@@ -99,7 +99,7 @@ def check_tracked_inputs(params: dict) -> None:
                             f"depends on: move or link {path} there")
     for where, value in (("model.weights", params["model"]["weights"]),
                          ("features.weights", params["features"]["weights"])):
-        if value not in ("none", "imagenet") and not _inside(value, WEIGHTS_DIR):
+        if value not in NAMED_WEIGHTS and not _inside(value, WEIGHTS_DIR):
             raise SalnError(f"{where} must lie under {WEIGHTS_DIR}/, which the stages building networks "
                             f"depend on: move or link {value} there")
 

@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 from saln.augment import load_spec
+from saln.checkpoint import checkpoint_path, imported_project_files, run_key
 from saln.config import load_params
 from saln.data import load_prepared
 from saln.errors import one_line_errors
 from saln.gpu_claim import claim_gpu
 from saln.reference import reference_config, train_reference, write_untrained
-from saln.checkpoint import checkpoint_path, imported_project_files, run_key
 from saln.train import train_config
 
 # The train.* keys the reference run reads (its ``params:`` in dvc.yaml): it overrides epochs and
@@ -22,8 +22,8 @@ TRAIN_KEYS = ("lr", "momentum", "weight_decay", "eval_batch_size", "device", "bf
 def main() -> None:
     args = _common.dataset_args(__doc__)
     params = load_params(args.params)
-    claim_gpu(params["train"]["device"])  # a free GPU of its own when several are visible (DVC's queue)
     cfg, ref = train_config(params), reference_config(params)
+    claim_gpu(cfg.device)  # a free GPU of its own when several are visible (DVC's queue)
     prepared = load_prepared(f"data/prepared/{args.dataset}")
     out = f"data/reference/{args.dataset}"
     run = Path(f"results/reference/{args.dataset}/run")

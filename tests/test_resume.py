@@ -263,7 +263,7 @@ def test_killed_reference_model_resumes_to_the_uninterrupted_tables(tmp_path, mo
     prepared, spec, cfg = tiny_prepared(), tiny_spec(), tiny_config()
     ref = ReferenceConfig(epochs=3, batch_size=16, seed=0)
     ck = tmp_path / "checkpoints" / "reference.pt"
-    monkeypatch.setattr(reference_module, "CHECKPOINT_EVERY_S", 0.0)
+    monkeypatch.setattr(reference_module, "SAVE_EVERY_S", 0.0)
     kill_after_epoch(monkeypatch, 1)
     with pytest.raises(Killed):
         train_reference(prepared, spec, cfg, ref, tmp_path / "out", tmp_path / "run", progress=False,
