@@ -176,7 +176,7 @@ def measure_ceiling(inputs: RunInputs, s: Setting, batch: int, device: torch.dev
 def pipeline_epoch(trainer: Trainer, s: Setting) -> None:
     """One epoch of ``Trainer.step`` over a fresh shuffle, exactly as ``train_run`` drives it."""
     n = len(trainer.labels)
-    order = torch.randperm(n, generator=trainer.generator, device=trainer.device)
+    order = torch.randperm(n, generator=trainer.shuffle_generator, device=trainer.device)
     for b in range(s.steps):
         trainer.step(order[b * s.batch:(b + 1) * s.batch])
 

@@ -69,22 +69,22 @@ def split_strategy(name: str) -> tuple[str, str]:
     return score, pool
 
 
-def check_budget(pool_size: int, seed_size: int, per_round: int, rounds: int, k_neighbours: int) -> None:
-    """Reject, before any work, settings the training pool cannot satisfy."""
+def check_budget(pool_size: int, seed_size: int, per_round: int, rounds: int, k_neighbours: int,
+                 dataset: str | None = None) -> None:
+    """Reject, before any work, settings the training pool (of ``dataset``, when named) cannot satisfy."""
     for key, value in (("seed_size", seed_size), ("per_round", per_round), ("rounds", rounds),
                        ("k_neighbours", k_neighbours)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SalnError(f"active.{key} must be an integer >= 1, got {value!r}")
+    pool = f"the pool of {pool_size} training examples" + (f" of dataset {dataset}" if dataset else "")
     if seed_size > pool_size:
-        raise SalnError(f"active.seed_size={seed_size} is larger than the pool of {pool_size} "
-                        "training examples")
+        raise SalnError(f"active.seed_size={seed_size} is larger than {pool}")
     budget = seed_size + per_round * rounds
     if budget > pool_size:
-        raise SalnError(f"active.seed_size + per_round * rounds = {budget} labels exceed the pool of "
-                        f"{pool_size} training examples: lower rounds or per_round")
+        raise SalnError(f"active.seed_size + active.per_round * active.rounds = {seed_size} + {per_round} * "
+                        f"{rounds} = {budget} labels exceed {pool}: lower active.rounds or active.per_round")
     if k_neighbours >= pool_size:
-        raise SalnError(f"active.k_neighbours={k_neighbours} must be smaller than the pool of "
-                        f"{pool_size} training examples")
+        raise SalnError(f"active.k_neighbours={k_neighbours} must be smaller than {pool}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ original nets exactly (tests/test_backbones.py compares logits with the package'
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -110,14 +111,31 @@ def lite_package_state_dict(arch: str) -> dict:
 
 def file_state_dict(path: str) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise SalnError(f"cannot read weights file {path}: {str(err).splitlines()[0]}") from None
+        with warnings.catch_warnings():  # torch warns on stderr about the pickle protocol of odd bytes
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        raise SalnError(f"cannot read weights file {path}: {err.strerror}") from None
+    except Exception as err:  # torch's own messages suggest an unsafe load; say what is wrong instead
+        raise SalnError(f"cannot read weights file {path}: not a readable PyTorch state dict "
+                        f"({_load_failure(err)}); write one with torch.save(model.state_dict(), path), "
+                        "or re-copy the file") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise SalnError(f"{path} holds no state dict")
     return state
+
+
+def _load_failure(err: Exception) -> str:
+    """Why torch.load failed, in a few words: its own text only for a damaged zip archive, since on
+    other bytes it advises an unsafe load (weights_only=False) or reports an internal IndexError."""
+    if isinstance(err, EOFError):
+        return "empty or cut short"
+    reason = str(err).split(". ")[0].splitlines()[0] if str(err).strip() else ""
+    if type(err) is RuntimeError and reason and "weights_only" not in reason:
+        return reason
+    return "neither a torch.save archive nor a pickle of plain tensors"
 
 
 def lite_to_timm(state: dict, model: nn.Module) -> dict:

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_ROOT = Path("results/checkpoints")  # beside results/train, never inside a stage's outs
 SAVE_EVERY_S = 30.0  # stages save at most this often: a kill loses about this much, plus the epoch under way
-FORMAT = 1  # bump when the payload's layout changes: an older file is then discarded, not misread
+FORMAT = 2  # bump when the payload's layout changes: an older file is then discarded, not misread
 
 
 def checkpoint_path(dataset: str, method: str, seed: int, lr: float | None = None,
@@ -91,7 +91,7 @@ def array_digest(*arrays) -> str:
     return digest.hexdigest()
 
 
-def rng_states(generator: torch.Generator) -> dict:
+def rng_states(*generators: torch.Generator) -> dict:
     """Every random stream a run draws from, in a form ``torch.load(weights_only=True)`` reads back."""
     np_state = np.random.get_state()
     return {
@@ -100,18 +100,19 @@ def rng_states(generator: torch.Generator) -> dict:
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
         "python": random.getstate(),
-        "generator": generator.get_state(),  # a CPU byte tensor even for a CUDA generator
+        "generators": [g.get_state() for g in generators],  # CPU byte tensors even for CUDA generators
     }
 
 
-def restore_rng(states: dict, generator: torch.Generator) -> None:
+def restore_rng(states: dict, *generators: torch.Generator) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
     name, key, *rest = states["numpy"]
     np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
     random.setstate(states["python"])
-    generator.set_state(states["generator"])
+    for generator, state in zip(generators, states["generators"], strict=True):
+        generator.set_state(state)
 
 
 def save_atomic(payload: dict, path: str | Path) -> None:

@@ -7,7 +7,9 @@ later stages never decode an image again.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +21,9 @@ from saln.errors import SalnError
 
 SPLITS = ("train", "val", "test", "reference")
 SOURCES_DIR = "data/sources"  # npz files and image folders live here: stage prepare's dep (dvc.yaml)
+# The CIFAR-10 subset's official indices and array hashes, committed (written by write_subset_manifest).
+SUBSET_DIR = Path(__file__).resolve().parents[1] / "data" / "cifar10_subset"
+SUBSET_ARRAYS = ("x_train", "y_train", "train_index", "x_test", "y_test", "test_index", "class_names")
 
 
 @dataclass(frozen=True)
@@ -106,8 +111,13 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def first_line(err: Exception) -> str:
+    """An exception's message cut to one line (its type's name when it has none)."""
+    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def _download_error(name: str, root: str, err: Exception) -> SalnError:
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    reason = first_line(err)
     return SalnError(f"could not download {name} into {root} ({reason}); connect to the internet once, "
                      f"or place torchvision's extracted {name} files under {root}, or use an npz or "
                      "imagefolder source")
@@ -178,8 +188,20 @@ def read_cifar10_files(root: str, train: bool):
     modified copy fails); None when any file is missing or unreadable, so the caller downloads.
     Says on stderr that the files are used without a checksum match, so nothing is silent.
     """
-    import pickle
     import sys
+
+    found = read_cifar10_batches(root, train)
+    if found is not None:
+        print(f"note: {Path(root) / 'cifar-10-batches-py'} does not match torchvision's CIFAR-10 "
+              f"checksums; reading its {'training' if train else 'test'} batches as they are",
+              file=sys.stderr)
+    return found
+
+
+def read_cifar10_batches(root: str, train: bool) -> ExtractedSplit | None:
+    """The training (data_batch_1..5, in order) or test batches of torchvision's extracted CIFAR-10
+    under ``root`` as N x 32 x 32 x 3 RGB images; None when a file is missing or unreadable."""
+    import pickle
 
     folder = Path(root) / "cifar-10-batches-py"
     names = CIFAR10_FILES[train] + ["batches.meta"]
@@ -198,8 +220,6 @@ def read_cifar10_files(root: str, train: bool):
         return None
     if len(data) != len(targets) or data.dtype != np.uint8:
         return None
-    print(f"note: {folder} does not match torchvision's CIFAR-10 checksums; reading its "
-          f"{'training' if train else 'test'} batches as they are", file=sys.stderr)
     return ExtractedSplit(np.ascontiguousarray(data), targets, classes)
 
 
@@ -229,9 +249,20 @@ def load_npz(cfg: SourceConfig) -> RawDataset:
     check_images(x, f"{cfg.path}: x")
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
+    check_labels(y, len(classes) if classes else None, f"{cfg.path}: y")  # before y.max(): a str has none
     classes = classes or [str(c) for c in range(int(y.max()) + 1)]
-    check_labels(y, len(classes), f"{cfg.path}: y")
     return RawDataset(resize_images(x, cfg.image_size), y, classes, is_test)
+
+
+def open_npz(path: str):
+    """np.load of an npz, refusing anything else: np.load would read a .npy as one array and try any
+    other bytes as a pickle, reporting them as 'pickled data' instead of as a broken file."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise SalnError(f"{path} is not a readable npz file (not the zip archive np.savez writes): "
+                        "re-create or re-copy it")
+    return np.load(path, allow_pickle=False)
 
 
 def read_npz_arrays(path: str):
@@ -239,7 +270,7 @@ def read_npz_arrays(path: str):
     import zipfile
 
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path) as z:
             keys = set(z.files)
             if {"x_train", "y_train", "x_test", "y_test"} <= keys:
                 parts = [(z["x_train"], z["y_train"]), (z["x_test"], z["y_test"])]
@@ -256,8 +287,8 @@ def read_npz_arrays(path: str):
                                 f"found {', '.join(sorted(keys)) or 'none'}")
             classes = [str(c) for c in z["class_names"]] if "class_names" in keys else None
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SalnError(f"{path} is not a readable npz file ({reason}): re-create or re-copy it") from None
+        raise SalnError(f"{path} is not a readable npz file ({first_line(err)}): re-create or re-copy "
+                        "it") from None
     return x, y, is_test, classes
 
 
@@ -273,12 +304,13 @@ def check_images(x: np.ndarray, where: str) -> None:
         raise SalnError(f"{where} must be uint8 N x H x W x 3 (or x 1), got {x.dtype} {x.shape}")
 
 
-def check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
-    """Integer labels in [0, num_classes)."""
+def check_labels(y: np.ndarray, num_classes: int | None, where: str) -> np.ndarray:
+    """Integer labels in [0, num_classes) (>= 0 when the class count is not known yet)."""
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise SalnError(f"{where} must be a 1-D array of integer labels, got {y.dtype} {y.shape}")
-    if y.min() < 0 or y.max() >= num_classes:
-        raise SalnError(f"{where} must lie in [0, {num_classes}), got labels from {y.min()} to {y.max()}")
+    if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise SalnError(f"{where} must lie in {bound}, got labels from {y.min()} to {y.max()}")
     return y
 
 
@@ -286,24 +318,161 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
 def load_imagefolder(cfg: SourceConfig) -> RawDataset:
     from torchvision.datasets import ImageFolder
 
-    folder = ImageFolder(cfg.path)
-    size = cfg.image_size
-    images = [np.asarray(folder.loader(p).convert("RGB").resize((size, size))) for p, _ in folder.samples]
-    if not images:
-        raise SalnError(f"{cfg.path} holds no images (expected one sub-folder per class)")
+    layout = "one sub-folder of images (.jpg, .png, ...) per class"
+    if not Path(cfg.path).is_dir():
+        raise SalnError(f"{cfg.path} is not a folder: an imagefolder source is a folder with {layout}")
+    try:
+        folder = ImageFolder(cfg.path)
+    except FileNotFoundError as err:  # torchvision: no class folder, or a class folder with no image
+        raise SalnError(f"{cfg.path} is not a usable image folder ({first_line(err)}): it needs "
+                        f"{layout}") from None
+    images = [_folder_image(folder.loader, p, cfg.image_size) for p, _ in folder.samples]
     return RawDataset(np.stack(images), np.asarray(folder.targets, dtype=np.int64), list(folder.classes))
+
+
+def _folder_image(loader: Callable, path: str, size: int) -> np.ndarray:
+    """One image of an ImageFolder, size x size RGB; one line naming the file when it cannot be read."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        return np.asarray(loader(path).convert("RGB").resize((size, size)))
+    except UnidentifiedImageError:  # its message repeats the path
+        raise SalnError(f"{path} is not a readable image (not a format PIL recognises): replace or "
+                        "delete it") from None
+    except OSError as err:  # a truncated or damaged file
+        raise SalnError(f"{path} is not a readable image ({first_line(err)}): replace or delete it") from None
+
+
+@register("cifar10_subset",
+          description="the 5,000/870-image CIFAR-10 subset: path's npz if present, else built from "
+                      "CIFAR-10 under root; every array checked against its committed sha256")
+def load_cifar10_subset(cfg: SourceConfig, manifest: Path | None = None) -> RawDataset:
+    manifest = manifest or SUBSET_DIR  # read at call time, so a test can point it elsewhere
+    digests = _read_manifest(manifest, "sha256.json", SUBSET_ARRAYS)
+    if cfg.path and Path(cfg.path).exists():
+        arrays, where = read_subset_npz(cfg.path), cfg.path
+        remedy = "re-copy it, or remove it to rebuild the subset from CIFAR-10"
+    else:
+        arrays, where = build_cifar10_subset(cfg, manifest), f"CIFAR-10 under {cfg.root}"
+        remedy = f"re-download CIFAR-10 into {cfg.root} ({CIFAR10_DOWNLOAD.format(root=cfg.root)})"
+    verify_arrays(arrays, digests, where, remedy)
+    x = np.concatenate([arrays["x_train"], arrays["x_test"]])
+    y = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    is_test = np.repeat([False, True], [len(arrays["y_train"]), len(arrays["y_test"])])
+    return RawDataset(resize_images(x, cfg.image_size), y, [str(c) for c in arrays["class_names"]], is_test)
+
+
+CIFAR10_DOWNLOAD = 'python -c "import torchvision; torchvision.datasets.CIFAR10(\'{root}\', download=True)"'
+
+
+def array_digest(a: np.ndarray) -> dict:
+    """dtype, shape and sha256 of an array's values, whatever its memory layout or byte order.
+
+    A str array is hashed as its items in UTF-8 joined by newlines, so the width numpy gives it
+    (<U10 from np.array of the names, another from a file) does not change the hash.
+    """
+    if a.dtype.kind == "U":
+        dtype, data = "str", "\n".join(a.ravel().tolist()).encode("utf-8")
+    else:
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        dtype, data = a.dtype.str, a.tobytes()
+    return {"dtype": dtype, "shape": list(a.shape), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_subset_manifest(npz_path: str | Path, out_dir: str | Path = SUBSET_DIR) -> None:
+    """Write ``indices.json`` (the subset's positions in CIFAR-10's official training order and in
+    test_batch) and ``sha256.json`` (array_digest of every array) from the subset's npz."""
+    with np.load(npz_path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in SUBSET_ARRAYS}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    indices = {k: arrays[k].tolist() for k in ("train_index", "test_index")}
+    (out / "indices.json").write_text(_json_lines(indices))
+    (out / "sha256.json").write_text(_json_lines({k: array_digest(arrays[k]) for k in SUBSET_ARRAYS}))
+
+
+def _json_lines(entries: dict) -> str:
+    """A JSON object with one key per line, so a diff shows which entry changed."""
+    return "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in entries.items()) + "\n}\n"
+
+
+def _read_manifest(manifest: Path, name: str, keys: tuple[str, ...]) -> dict:
+    """A committed file of SUBSET_DIR, which must hold every one of ``keys``."""
+    path = Path(manifest) / name
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SalnError(f"{path} is missing or unreadable ({first_line(err)}): restore it from the "
+                        "repository") from None
+    missing = [k for k in keys if not isinstance(found, dict) or k not in found]
+    if missing:
+        raise SalnError(f"{path} lacks {', '.join(missing)}: restore it from the repository")
+    return found
+
+
+def read_subset_npz(path: str) -> dict:
+    """The subset's arrays from its npz (every key of SUBSET_ARRAYS)."""
+    import zipfile
+
+    try:
+        with open_npz(path) as z:
+            missing = [k for k in SUBSET_ARRAYS if k not in z.files]
+            if missing:
+                raise SalnError(f"{path} lacks the CIFAR-10 subset's array(s) {', '.join(missing)}: "
+                                "re-copy it, or remove it to rebuild the subset from CIFAR-10")
+            return {k: z[k] for k in SUBSET_ARRAYS}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise SalnError(f"{path} is not a readable npz file ({first_line(err)}): re-create or re-copy "
+                        "it") from None
+
+
+def build_cifar10_subset(cfg: SourceConfig, manifest: Path) -> dict:
+    """The subset's arrays cut from torchvision's extracted CIFAR-10 under ``cfg.root`` at the
+    committed official indices, laid out as in the npz (x HWC RGB uint8, y int64)."""
+    indices = _read_manifest(manifest, "indices.json", ("train_index", "test_index"))
+    parts = {split: read_cifar10_batches(cfg.root, split == "train") for split in ("train", "test")}
+    if None in parts.values():
+        folder = f"CIFAR-10 under {cfg.root}/cifar-10-batches-py"
+        npz = f"its npz {cfg.path} nor {folder}" if cfg.path else folder
+        link = f"link the subset's npz to {cfg.path} or, " if cfg.path else ""
+        raise SalnError(f"dataset {cfg.name} finds neither {npz}: {link}with a network, download CIFAR-10 "
+                        f"once: {CIFAR10_DOWNLOAD.format(root=cfg.root)}")
+    arrays = {"class_names": np.asarray(parts["train"].classes)}
+    for split, part in parts.items():
+        index = np.asarray(indices[f"{split}_index"], dtype=np.int64)
+        if len(index) and (index.min() < 0 or index.max() >= len(part)):
+            raise SalnError(f"CIFAR-10 under {cfg.root} has {len(part)} {split} images, but the subset "
+                            f"needs positions up to {index.max()}: re-download it "
+                            f"({CIFAR10_DOWNLOAD.format(root=cfg.root)})")
+        arrays[f"x_{split}"] = part.data[index]
+        arrays[f"y_{split}"] = np.asarray(part.targets, dtype=np.int64)[index]
+        arrays[f"{split}_index"] = index
+    return arrays
+
+
+def verify_arrays(arrays: dict, digests: dict, where: str, remedy: str) -> None:
+    """One line naming the first array whose dtype, shape or sha256 differs from its recorded digest."""
+    for key in SUBSET_ARRAYS:
+        got, want = array_digest(arrays[key]), digests[key]
+        if got != want:
+            raise SalnError(f"{where}: array {key} differs from the CIFAR-10 subset's (got {got['dtype']} "
+                            f"{tuple(got['shape'])} sha256 {got['sha256'][:12]}..., expected {want['dtype']} "
+                            f"{tuple(want['shape'])} sha256 {want['sha256'][:12]}...): {remedy}")
 
 
 def _stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
     """(rest, held_out) with ``fraction`` of ``indices`` held out, per class where possible."""
     from sklearn.model_selection import train_test_split
 
-    if fraction <= 0:
-        return indices, indices[:0]
-    counts = np.bincount(labels[indices])
-    stratify = labels[indices] if counts[counts > 0].min() >= 2 else None
-    rest, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
-    return np.sort(rest), np.sort(held)
+    held = math.ceil(fraction * len(indices)) if fraction > 0 else 0  # scikit-learn's own rounding
+    if held == 0 or held >= len(indices):  # one side stays empty; prepare says which split is too small
+        return indices[held:], indices[:held]
+    counts = np.unique(labels[indices], return_counts=True)[1]
+    # Stratifying needs 2 images per class and room for every class on both sides; else draw at random.
+    can_stratify = counts.min() >= 2 and min(held, len(indices) - held) >= len(counts)
+    stratify = labels[indices] if can_stratify else None
+    rest, held_out = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(rest), np.sort(held_out)
 
 
 def make_splits(labels: np.ndarray, is_official_test: np.ndarray | None, cfg: SplitConfig) -> dict:
@@ -325,6 +494,27 @@ def make_splits(labels: np.ndarray, is_official_test: np.ndarray | None, cfg: Sp
     return splits
 
 
+def check_two_classes(raw: RawDataset, what: str) -> None:
+    """A single class would train and test a classifier that is always right."""
+    present = np.unique(raw.labels)
+    if len(present) < 2:
+        named = f"class {raw.classes[present[0]]!r}" if len(present) else "no class"
+        raise SalnError(f"{what} has one class ({named} for all {len(raw.labels)} images): a classifier "
+                        "needs at least 2 classes")
+
+
+def check_split_classes(splits: dict, labels: np.ndarray, cfg: SplitConfig, what: str) -> None:
+    """Every split used (train, val, test, reference unless its fraction is 0) holds 2 classes or more."""
+    used = [s for s in SPLITS if s != "reference" or cfg.reference_fraction > 0]
+    for name in used:
+        found = len(np.unique(labels[splits[name]]))
+        if found < 2:
+            raise SalnError(f"{what} is too small to split: its {name} split gets {len(splits[name])} of "
+                            f"{len(labels)} images, {found} class(es), and each of {', '.join(used)} "
+                            "needs at least 2 classes; use more images per class or other "
+                            "data.*_fraction values")
+
+
 def check_disjoint(splits: dict, n: int) -> None:
     joined = np.concatenate([splits[s] for s in SPLITS])
     if len(np.unique(joined)) != len(joined) or len(joined) != n:
@@ -335,11 +525,10 @@ def prepare(source: SourceConfig, split_cfg: SplitConfig, out_dir: str | Path) -
     """Load, resize, split and write one dataset; returns its summary (also meta.json)."""
     raw = DATASETS[source.kind].load(source)
     raw.labels = raw.labels.astype(np.int64)
+    what = f"dataset {source.name}" + (f" ({source.path})" if source.path else "")
+    check_two_classes(raw, what)
     splits = make_splits(raw.labels, raw.is_official_test, split_cfg)
-    empty = [s for s in ("train", "val", "test") if len(splits[s]) == 0]
-    if empty:
-        raise SalnError(f"dataset {source.name} leaves the {empty[0]} split empty "
-                        f"({len(raw.labels)} examples): use more data or other data.*_fraction values")
+    check_split_classes(splits, raw.labels, split_cfg, what)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "images.npy", raw.images)

@@ -53,17 +53,40 @@ class Stopwatch:
     """
 
     def __init__(self, device: torch.device):
-        self.device, self.seconds = device, 0.0
+        self.device, self._done, self._since = device, 0.0, None
+
+    @property
+    def seconds(self) -> float:
+        """Seconds so far, the open span's included (read mid-span, it synchronises CUDA)."""
+        return self._done + (self._now() - self._since if self._since is not None else 0.0)
+
+    @seconds.setter
+    def seconds(self, value: float) -> None:  # restoring a checkpoint
+        self._done = value
 
     @contextlib.contextmanager
     def __call__(self):
-        sync(self.device)
-        start = time.perf_counter()
+        self._since = self._now()
         try:
             yield
         finally:
-            sync(self.device)
-            self.seconds += time.perf_counter() - start
+            self._stop()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Inside a running span, leave this block's seconds out of it (an evaluation mid-epoch)."""
+        self._stop()
+        try:
+            yield
+        finally:
+            self._since = self._now()
+
+    def _stop(self) -> None:
+        self._done, self._since = self.seconds, None
+
+    def _now(self) -> float:
+        sync(self.device)
+        return time.perf_counter()
 
 
 class IntervalClock:

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from saln.errors import SalnError
+from saln.layout import SELECTIONS_FILE, rate_dir, run_dir
 from saln.selection.all import REGISTRY
 from saln.selection.base import SelectionBatch
 from saln.selection.spectral import PAPER, Spectral, SpectralOptions, similarity_matrix, spectrum
 
-TRAIN_ROOT, DIAGNOSTICS_ROOT = Path("results/train"), Path("results/diagnostics")
 PER_BATCH, WHOLE_BATCH, SUBSET, NOT_RUN = "per_batch", "whole_batch", "subset", "not_run"
 ATLAS_BATCHES = 2
 
@@ -171,12 +171,16 @@ class Saved:
 Selections = dict[str, dict[int, dict[int, Saved]]]  # method -> seed -> batch number -> Saved
 
 
-def load_selections(train_root: str | Path, dataset: str, methods: list[str], seeds: list[int]) -> Selections:
-    """The selections.npz of every run that has one (a run not trained yet is simply absent)."""
+def load_selections(models_root: str | Path, dataset: str, rates: dict[str, float | None],
+                    seeds: list[int]) -> Selections:
+    """The selections.npz of every method's runs at its rate (``rates``: method -> rate, its best on
+    validation); a run not trained yet, or a method without a rate, is simply absent."""
     out: Selections = {}
-    for method in methods:
+    for method, lr in rates.items():
         for seed in seeds:
-            path = Path(train_root) / dataset / method / f"seed{seed}" / "selections.npz"
+            if lr is None:
+                continue
+            path = rate_dir(run_dir(models_root, dataset, method, seed), lr) / SELECTIONS_FILE
             if not path.is_file():
                 continue
             with np.load(path) as data:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,9 @@ from saln.data import Prepared
 from saln.device import autocast, memory_format, pick_device
 from saln.errors import SalnError
 from saln.features import images_to_tensor, test_time_batches
+from saln.layout import HEAD_FILE, MODEL_FILE, SELECTIONS_FILE
 from saln.selection import baselines  # noqa: F401  (registers standard, which trains the reference model)
-from saln.train import RunInputs, TrainConfig, train_run
+from saln.train import RunInputs, TrainConfig, train_config, train_run
 
 LOSSES_FILE, EMBEDDINGS_FILE, META_FILE = "losses.npy", "embeddings.npy", "meta.json"
 
@@ -37,6 +39,7 @@ LOSSES_FILE, EMBEDDINGS_FILE, META_FILE = "losses.npy", "embeddings.npy", "meta.
 class ReferenceConfig:
     epochs: int  # a short schedule: the reference slice is small
     batch_size: int
+    lr: float  # its own rate: the learners' grid (train.lrs) does not move the reference model
     seed: int
 
 
@@ -44,7 +47,24 @@ def reference_config(params: dict) -> ReferenceConfig:
     r = require(params, "reference", "params")
     return ReferenceConfig(epochs=number(r, "epochs", "reference", lo=1, integer=True),
                            batch_size=number(r, "batch_size", "reference", lo=2, integer=True),
+                           lr=number(r, "lr", "reference", lo=0, lo_open=True),
                            seed=number(r, "seed", "reference", integer=True))
+
+
+# The train.* keys the reference model shares with the learners (its params in dvc.yaml).
+SHARED_TRAIN_KEYS = ("momentum", "weight_decay", "eval_batch_size", "device", "bf16", "channels_last", "compile")
+
+
+def reference_train_config(params: dict, ref: ReferenceConfig) -> TrainConfig:
+    """The learner's config for the reference run: model.*, the shared train.* keys, and reference.*
+    for the schedule; no selection (standard), one process, no logged batches."""
+    t = require(params, "train", "params")
+    shared = {key: require(t, key, "train") for key in SHARED_TRAIN_KEYS}
+    probe = {"train": {**shared, "epochs": ref.epochs, "batch_size": ref.batch_size, "lrs": [ref.lr],
+                       "filter_ratio": 0.0, "log_batches": [], "world_size": 1, "eval_subset": 0,
+                       "bn_recalibrate": 0, "save_model": True},
+             "model": require(params, "model", "params")}
+    return train_config(probe)
 
 
 def reference_view(prepared: Prepared) -> Prepared:
@@ -92,16 +112,19 @@ def train_reference(prepared: Prepared, spec: AugmentSpec, cfg: TrainConfig, ref
         shutil.rmtree(out)
     out.mkdir(parents=True)
     # One process: the reference model is small, and its scoring below is not rank-aware.
-    run_cfg = replace(cfg, epochs=ref.epochs, batch_size=ref.batch_size, log_batches=(), world_size=1)
-    metrics = train_run(RunInputs(reference_view(prepared), spec), run_cfg, "standard", ref.seed,
+    metrics = train_run(RunInputs(reference_view(prepared), spec), cfg, "standard", ref.seed,
                         run_dir, progress=progress, curves=False, checkpoint=checkpoint,
                         checkpoint_key=checkpoint_key, checkpoint_every=SAVE_EVERY_S)
     model = build_model(cfg.arch, "none", prepared.num_classes)
     # The weights join the cached tables; the run folder keeps only its (uncached) logs and timings.
-    shutil.move(Path(run_dir) / "model.pt", out / "model.pt")
-    model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
+    shutil.move(Path(run_dir) / MODEL_FILE, out / MODEL_FILE)
+    for name in (HEAD_FILE, SELECTIONS_FILE):  # a learner's extras; nothing reads them for the reference
+        (Path(run_dir) / name).unlink(missing_ok=True)
+    model.load_state_dict(torch.load(out / MODEL_FILE, map_location="cpu", weights_only=True))
+    started = time.perf_counter()
     losses, embeddings = score_examples(model, images_to_tensor(prepared.images),
                                         torch.from_numpy(prepared.labels), spec, cfg)
+    metrics["scoring_seconds"] = time.perf_counter() - started  # a one-off cost of the JEST family
     np.save(out / LOSSES_FILE, losses.astype(np.float32))
     np.save(out / EMBEDDINGS_FILE, embeddings.astype(np.float16))
     meta = {"trained": True, "reference_images": size, "examples": len(losses),

@@ -13,11 +13,14 @@ saln/distributed.py and docs/distributed.md); W = 1 is the single-process ``Trai
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,7 +29,8 @@ from torch import nn
 
 from saln.augment import AugmentSpec
 from saln.transforms import test_pipeline, train_pipeline
-from saln.backbones import ARCHS, build_model, forward_with_embeddings, normalisation
+from saln.backbones import (ARCHS, build_model, classifier, classifier_key, forward_with_embeddings,
+                            normalisation)
 from saln import checkpoint as ckpt
 from saln import distributed
 from saln.config import batch_numbers, check_weights, number, require
@@ -35,12 +39,20 @@ from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memor
                          provenance)
 from saln.distributed import Group
 from saln.errors import SalnError
+from saln.rates import learning_rates
+from saln.evaluation import (EvalPlan, budget_grid, fixed_subset, recalibrated_batchnorm,
+                             recalibration_sample)
+from saln.layout import HEAD_FILE, METRICS_FILE, MODEL_FILE, SELECTIONS_FILE
 from saln.features import images_to_tensor, test_time_batches
 from saln.selection import LearnerView, SelectionBatch, Selector, build
 
 
 class DivergedError(SalnError):
-    """The training loss became non-finite: the run stops and writes no metrics."""
+    """The training loss became non-finite or exploded: the run stops and writes no metrics."""
+
+
+# A loss above this many times ln(classes) (chance level) has blown up even if still finite.
+DIVERGENCE_FACTOR = 100
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,9 @@ class TrainConfig:
     arch: str
     weights: str
     world_size: int = 1  # processes training this one run (torchrun + DistributedDataParallel)
+    eval_subset: int = 0  # evaluations before the last read at most this many images per split; 0 = all
+    bn_recalibrate: int = 0  # images re-estimating BatchNorm statistics before each evaluation; 0 = off
+    save_model: bool = False  # also write the whole network (model.pt), not only its classifier head
 
     @property
     def keep(self) -> int:
@@ -69,8 +84,10 @@ class TrainConfig:
         return int(self.batch_size * (1 - self.filter_ratio))
 
 
-def train_config(params: dict) -> TrainConfig:
+def train_config(params: dict, lr: float | None = None) -> TrainConfig:
+    """The run's config at ``lr`` (default: the first of ``train.lrs``, which is read only then)."""
     t = require(params, "train", "params")
+    lr = learning_rates(params)[0] if lr is None else lr
     model = require(params, "model", "params")
     arch = require(model, "arch", "model")
     if arch not in ARCHS:
@@ -78,7 +95,7 @@ def train_config(params: dict) -> TrainConfig:
     cfg = TrainConfig(
         epochs=number(t, "epochs", "train", lo=1, integer=True),
         batch_size=number(t, "batch_size", "train", lo=1, integer=True),
-        lr=number(t, "lr", "train", lo=0, lo_open=True),
+        lr=lr,
         momentum=number(t, "momentum", "train", lo=0, hi=1, hi_open=True),
         weight_decay=number(t, "weight_decay", "train", lo=0),
         filter_ratio=number(t, "filter_ratio", "train", lo=0, hi=1, hi_open=True),
@@ -91,6 +108,9 @@ def train_config(params: dict) -> TrainConfig:
         arch=arch,
         weights=check_weights(require(model, "weights", "model"), "model.weights"),
         world_size=number(t, "world_size", "train", lo=1, integer=True),
+        eval_subset=number(t, "eval_subset", "train", lo=0, integer=True),
+        bn_recalibrate=number(t, "bn_recalibrate", "train", lo=0, integer=True),
+        save_model=bool(require(t, "save_model", "train")),
     )
     # BatchNorm in train mode cannot normalise a single image, so a selector must keep >= 2.
     if cfg.keep < 2:
@@ -116,6 +136,7 @@ class RunInputs:
 class Counters:
     backprop: int = 0  # images forwarded with gradient and back-propagated
     scored: int = 0  # images forwarded without gradient to score them for selection
+    steps: int = 0  # optimizer steps
     keep_per_batch: int = 0
     history: list[dict] = field(default_factory=list)
 
@@ -174,11 +195,14 @@ class Trainer:
     ref_embeddings: torch.Tensor | None
     train_tf: nn.Module
     test_tf: nn.Module
-    generator: torch.Generator
+    generator: torch.Generator  # the selectors' draws (random, JEST's sampling)
+    shuffle_generator: torch.Generator  # the epochs' batch order: its own stream, so every method of a
+    # seed sees the same batches in every epoch whatever its selector draws (paired comparisons)
     device: torch.device
     fmt: torch.memory_format
     bf16: bool
     keep: int
+    num_classes: int
     select_clock: IntervalClock
     group: Group | None = None  # this rank of a multi-process run (DistributedTrainer); None: one process
 
@@ -287,6 +311,11 @@ def check_world(cfg: TrainConfig, group: Group) -> None:
                         f"step to a process; {why}: lower world_size, raise batch_size or lower filter_ratio")
 
 
+def selection_seed(seed: int) -> int:
+    """The selectors' stream, independent of the shuffle's (seeded with ``seed`` itself)."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+
+
 def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
                   device: torch.device, group: Group | None = None) -> Trainer:
     """Seed, then move the data to ``device`` and build the learner (in this order, for reproducibility).
@@ -318,8 +347,9 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
                                      "reference embeddings", device),
         train_tf=train_pipeline(inputs.spec, norm).to(device),
         test_tf=test_pipeline(inputs.spec, norm).to(device),
-        generator=torch.Generator(device=device).manual_seed(seed),
-        device=device, fmt=fmt, bf16=cfg.bf16, keep=cfg.keep,
+        generator=torch.Generator(device=device).manual_seed(selection_seed(seed)),
+        shuffle_generator=torch.Generator(device=device).manual_seed(seed),
+        device=device, fmt=fmt, bf16=cfg.bf16, keep=cfg.keep, num_classes=inputs.prepared.num_classes,
         select_clock=IntervalClock(device), group=group,
     )
 
@@ -365,6 +395,7 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
                             f"train.batch_size={cfg.batch_size}")
         state = RunState(build_trainer(inputs, cfg, method, seed, device, group),
                          {"train": Stopwatch(device), "eval": Stopwatch(device)})
+        plan = eval_plan(inputs, cfg, split, seed, curves)
         main, out = state.trainer.main, Path(out_dir)
         live = open_live(out) if main else None
         key = {"key": checkpoint_key, "run": run_identity(inputs, cfg, method, seed, curves, device)
@@ -374,12 +405,11 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
             for row in state.counts.history:
                 _log_row(live, row)
         elif curves:
-            log_epoch(live, state.counts, epoch_row(state.trainer, split, cfg, 0, None, state.counts,
-                                                    state.clocks))
+            log_row(live, state.counts, evaluation_row(state, plan, cfg, 0))
         saver = Saver(checkpoint, key, checkpoint_every)
         try:
             for epoch in range(done + 1, cfg.epochs + 1):
-                run_epoch(state, live, split, cfg, method, epoch, n_batches, progress and main, curves)
+                run_epoch(state, live, split["train"], plan, cfg, method, epoch, n_batches, progress and main, curves)
                 if epoch < cfg.epochs:  # after the last, the outputs follow
                     saver.after_epoch(state, epoch)
                 report_epoch(method, cfg.epochs, state.counts.history[-1], progress and main)
@@ -396,6 +426,16 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
         return metrics
 
 
+def eval_plan(inputs: RunInputs, cfg: TrainConfig, split: dict, seed: int, curves: bool) -> EvalPlan:
+    """The run's budget grid (from the dataset's whole training split, so a pruned run shares it),
+    evaluation subsets and BatchNorm sample; no grid without curves."""
+    full_train = len(inputs.prepared.splits["train"])
+    grid = budget_grid(full_train, cfg.batch_size, cfg.keep, cfg.epochs) if curves else ()
+    full = {name: split[name] for name in ("val", "test")}
+    return EvalPlan(frozenset(grid), {k: fixed_subset(v, cfg.eval_subset) for k, v in full.items()}, full,
+                    recalibration_sample(split["train"], cfg.bn_recalibrate, seed))
+
+
 def open_live(out: Path):
     from dvclive import Live
 
@@ -403,15 +443,20 @@ def open_live(out: Path):
     return Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
-def run_epoch(state: RunState, live, split: dict, cfg: TrainConfig, method: str, epoch: int,
+def run_epoch(state: RunState, live, train_split: torch.Tensor, plan: EvalPlan, cfg: TrainConfig, method: str, epoch: int,
               n_batches: int, progress: bool, curves: bool) -> None:
-    """Train one epoch, evaluate (every epoch with curves, else after the last) and log the row."""
+    """Train one epoch, evaluating at the budget grid's points inside it (train clock paused), then
+    at its end (every epoch with curves, else after the last), and log the rows."""
+    def at_budget(step: int) -> None:
+        with state.clocks["train"].paused():
+            log_row(live, state.counts, evaluation_row(state, plan, cfg, epoch - 1 + step / n_batches))
+
     with state.clocks["train"]():
-        fit = train_epoch(state.trainer, split["train"], cfg, method, epoch, n_batches, state.counts,
-                          state.logged, progress)
-    evaluated = curves or epoch == cfg.epochs
-    row = epoch_row(state.trainer, split, cfg, epoch, fit, state.counts, state.clocks, evaluated)
-    log_epoch(live, state.counts, row)
+        fit = train_epoch(state.trainer, train_split, cfg, method, epoch, n_batches, state.counts,
+                          state.logged, progress, at_budget, plan.grid)
+    final = epoch == cfg.epochs
+    row = {**evaluation_row(state, plan, cfg, epoch, final, evaluated=curves or final), **fit}
+    log_row(live, state.counts, row)
 
 
 def write_outputs(out: Path, state: RunState, cfg: TrainConfig, seed: int, train_images: int,
@@ -419,11 +464,13 @@ def write_outputs(out: Path, state: RunState, cfg: TrainConfig, seed: int, train
     trainer, logged = state.trainer, state.logged
     metrics = final_metrics(state.counts, state.clocks, trainer, cfg, seed, train_images, device)
     if save_model:
-        torch.save(trainer.model.state_dict(), out / "model.pt")
-    np.savez(out / "selections.npz", batch=np.asarray(logged["batch"], dtype=np.int64),
+        torch.save(trainer.model.state_dict(), out / MODEL_FILE)
+    head = classifier(trainer.model).state_dict()
+    torch.save({f"{classifier_key(cfg.arch)}.{k}": v for k, v in head.items()}, out / HEAD_FILE)
+    np.savez(out / SELECTIONS_FILE, batch=np.asarray(logged["batch"], dtype=np.int64),
              indices=np.asarray(logged["indices"], dtype=np.int64).reshape(-1, cfg.batch_size),
              kept=np.asarray(logged["kept"], dtype=bool).reshape(-1, cfg.batch_size))
-    write_json(out / "metrics.json", metrics)
+    write_json(out / METRICS_FILE, metrics)
     return metrics
 
 
@@ -457,8 +504,9 @@ def snapshot(state: RunState, epoch: int, key: dict, rank_rngs: list[dict] | Non
     return {
         **key, "epoch": epoch, **({"rng_by_rank": rank_rngs} if rank_rngs is not None else {}),
         "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
-        "rng": ckpt.rng_states(t.generator),
-        "counters": {"backprop": c.backprop, "scored": c.scored, "keep_per_batch": c.keep_per_batch,
+        "rng": ckpt.rng_states(t.generator, t.shuffle_generator),
+        "counters": {"backprop": c.backprop, "scored": c.scored, "steps": c.steps,
+                     "keep_per_batch": c.keep_per_batch,
                      "history": [dict(row) for row in c.history]},
         "logged": {"batch": list(logged["batch"]),
                    "indices": [torch.from_numpy(a) for a in logged["indices"]],
@@ -493,7 +541,8 @@ class Saver:
             return
         # Every rank must take part in the gather, so rank 0's clock decides for all.
         if distributed.broadcast_int(due, group.device):
-            rank_rngs = distributed.gather_objects(ckpt.rng_states(state.trainer.generator))
+            rank_rngs = distributed.gather_objects(ckpt.rng_states(state.trainer.generator,
+                                                                       state.trainer.shuffle_generator))
             if group.main:
                 save_checkpoint(snapshot(state, epoch, self.key, rank_rngs), self.path)
             self.last = time.monotonic()
@@ -532,7 +581,7 @@ def restore(state: RunState, payload: dict) -> None:
     t, c = state.trainer, payload["counters"]
     t.model.load_state_dict(payload["model"])
     t.optimizer.load_state_dict(payload["optimizer"])
-    state.counts = Counters(c["backprop"], c["scored"], c["keep_per_batch"], list(c["history"]))
+    state.counts = Counters(c["backprop"], c["scored"], c["steps"], c["keep_per_batch"], list(c["history"]))
     logged = payload["logged"]
     state.logged = {"batch": list(logged["batch"]), "indices": [a.numpy() for a in logged["indices"]],
                     "kept": [a.numpy() for a in logged["kept"]]}
@@ -542,7 +591,7 @@ def restore(state: RunState, payload: dict) -> None:
     t.select_clock._seconds = seconds["select"]
     rank = t.group.rank if t.group is not None else 0
     rng = payload["rng_by_rank"][rank] if "rng_by_rank" in payload else payload["rng"]
-    ckpt.restore_rng(rng, t.generator)  # last: nothing above may draw after it
+    ckpt.restore_rng(rng, t.generator, t.shuffle_generator)  # last: nothing above may draw after it
 
 
 def run_splits(inputs: RunInputs, device: torch.device) -> dict[str, torch.Tensor]:
@@ -553,12 +602,19 @@ def run_splits(inputs: RunInputs, device: torch.device) -> dict[str, torch.Tenso
 
 
 def train_epoch(trainer: Trainer, train_split: torch.Tensor, cfg: TrainConfig, method: str, epoch: int,
-                n_batches: int, counts: Counters, logged: dict, progress: bool) -> dict:
-    """One pass over the shuffled training split (last partial batch dropped); stops on a non-finite loss."""
+                n_batches: int, counts: Counters, logged: dict, progress: bool,
+                at_budget: Callable[[int], None] | None = None, budgets: frozenset[int] = frozenset()) -> dict:
+    """One pass over the shuffled training split (last partial batch dropped).
+
+    Stops at once on a loss that is non-finite or above ``DIVERGENCE_FACTOR`` x ln(classes). After a
+    step whose images back-propagated so far are in ``budgets`` (except the epoch's last step, whose
+    evaluation is the epoch's own), calls ``at_budget(step_number)``.
+    """
     from tqdm import tqdm
 
-    order = train_split[torch.randperm(len(train_split), generator=trainer.generator,
+    order = train_split[torch.randperm(len(train_split), generator=trainer.shuffle_generator,
                                        device=trainer.device)]
+    bound = DIVERGENCE_FACTOR * math.log(max(trainer.num_classes, 2))
     loss_sum = torch.zeros((), device=trainer.device)
     correct = torch.zeros((), device=trainer.device, dtype=torch.long)
     seen = 0
@@ -568,36 +624,65 @@ def train_epoch(trainer: Trainer, train_split: torch.Tensor, cfg: TrainConfig, m
     for b in bar:
         idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
         step = trainer.step(idx)
-        if not bool(torch.isfinite(step.loss)):
-            raise DivergedError(f"loss became non-finite at epoch {epoch}, step {b + 1} with train.lr="
-                                f"{cfg.lr}: lower the learning rate")
+        check_loss(float(step.loss), bound, cfg.lr, epoch, b + 1)
         counts.scored += step.scored
+        counts.backprop += len(step.kept)
+        counts.steps += 1
         if epoch == 1 and b in cfg.log_batches:
             _log_selection(logged, b, idx, step.positions)
         loss_sum += step.loss * len(step.kept)
         correct += step.correct
         seen += len(step.kept)
         counts.keep_per_batch = len(step.kept)
-    counts.backprop += seen
+        if at_budget is not None and counts.backprop in budgets and b + 1 < n_batches:
+            at_budget(b + 1)
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
 
 
-def epoch_row(trainer: Trainer, split: dict, cfg: TrainConfig, epoch: int, fit: dict | None,
-              counts: Counters, clocks: dict, evaluated: bool = True) -> dict:
-    """One point of the curves: after ``epoch`` epochs (0 = the model before training)."""
-    row = {"epoch": epoch, **(fit or {})}
-    evaluated = evaluated and trainer.main  # rank 0 evaluates alone
-    with clocks["eval"]():
-        for name in ("val", "test") if evaluated else ():
-            row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
-                trainer.model, trainer.images, trainer.labels, split[name], trainer.test_tf,
-                cfg.eval_batch_size, trainer.device, cfg.bf16, trainer.fmt)
-    row.update(train_seconds=clocks["train"].seconds, images_backprop=counts.backprop,
-               images_scored=counts.scored)
+def check_loss(loss: float, bound: float, lr: float, epoch: int, step: int) -> None:
+    """A training loss that is not finite, or above ``bound``, has diverged: stop the run now."""
+    if math.isfinite(loss) and loss <= bound:
+        return
+    what = "became non-finite" if not math.isfinite(loss) else f"reached {loss:.3g} (above {bound:.3g})"
+    raise DivergedError(f"training loss {what} at epoch {epoch}, step {step} with learning rate {lr}: "
+                        "the rate diverged; lower it")
+
+
+def evaluation_row(state: RunState, plan: EvalPlan, cfg: TrainConfig, epoch: float, final: bool = False,
+                   evaluated: bool = True) -> dict:
+    """One measured point: accuracy and loss on val/test (rank 0 only), with the cost so far.
+
+    ``train_seconds`` and ``selection_seconds`` exclude every evaluation (the train clock is paused
+    around budget points); ``epoch`` is fractional for a point inside an epoch.
+    """
+    trainer, counts, clocks = state.trainer, state.counts, state.clocks
+    row = {"epoch": epoch}
+    if evaluated and trainer.main:  # rank 0 evaluates alone
+        with clocks["eval"](), _recalibrated(trainer, plan, cfg):
+            for name, indices in plan.splits(final).items():
+                row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
+                    trainer.model, trainer.images, trainer.labels, indices, trainer.test_tf,
+                    cfg.eval_batch_size, trainer.device, cfg.bf16, trainer.fmt)
+    row.update(train_seconds=clocks["train"].seconds, selection_seconds=trainer.select_clock.seconds,
+               images_backprop=counts.backprop, images_scored=counts.scored, steps=counts.steps)
     return row
 
 
-def log_epoch(live, counts: Counters, row: dict) -> None:
+def _recalibrated(trainer: Trainer, plan: EvalPlan, cfg: TrainConfig):
+    if plan.bn_sample is None:
+        return contextlib.nullcontext()
+    batches = (x for _, x in test_time_batches(trainer.images, trainer.test_tf, cfg.eval_batch_size,
+                                               trainer.device, trainer.fmt, plan.bn_sample))
+    return recalibrated_batchnorm(trainer.model, _autocast_each(batches, trainer))
+
+
+def _autocast_each(batches, trainer: Trainer):
+    for x in batches:
+        with autocast(trainer.device, trainer.bf16):
+            yield x
+
+
+def log_row(live, counts: Counters, row: dict) -> None:
     counts.history.append(row)
     _log_row(live, row)
 
@@ -629,9 +714,10 @@ def final_metrics(counts: Counters, clocks: dict, trainer: Trainer, cfg: TrainCo
         "train_seconds": clocks["train"].seconds, "selection_seconds": trainer.select_clock.seconds,
         "eval_seconds": clocks["eval"].seconds,
         "images_backprop": counts.backprop, "images_scored": counts.scored,
-        "images_forwarded": counts.backprop + counts.scored,
+        "images_forwarded": counts.backprop + counts.scored, "steps": counts.steps,
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "keep_per_batch": counts.keep_per_batch,
-        "lr": cfg.lr, "seed": seed, "train_images": train_images,
+        "lr": cfg.lr, "seed": seed, "train_images": train_images, "num_classes": trainer.num_classes,
+        "bn_recalibrate": cfg.bn_recalibrate, "eval_subset": cfg.eval_subset,
         "provenance": provenance(device),
     }
 

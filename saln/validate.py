@@ -7,19 +7,21 @@ asks it to validate that block, so nothing below needs to know about the others.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from pathlib import Path
 
-from saln.active import active_config
+from saln.active import active_config, check_budget
 from saln.augment import augment_spec
 from saln.config import NAMED_WEIGHTS, WEIGHTS_DIR, dataset_names, require, seeds
-from saln.data import SOURCES_DIR, source_config, split_config
+from saln.data import SOURCES_DIR, SplitConfig, source_config, split_config
 from saln.errors import SalnError
 from saln.features import feature_config
 from saln.prune import prune_config
 from saln.reference import reference_config
+from saln.rates import learning_rates
 from saln.selection.all import REGISTRY, method_names
-from saln.sweep import sweep_lrs
+from saln.selection.uncertainty import uncertainty_options
 from saln.train import train_config
 
 
@@ -31,15 +33,15 @@ KNOWN_KEYS = {
                 "test_crop"},
     "features": {"backbone", "weights", "batch_size", "seed"},
     "model": {"arch", "weights"},
-    "train": {"methods", "seeds", "epochs", "batch_size", "lr", "momentum", "weight_decay", "filter_ratio",
-              "eval_batch_size", "log_batches", "device", "bf16", "channels_last", "compile", "world_size"},
+    "train": {"methods", "seeds", "epochs", "batch_size", "lrs", "momentum", "weight_decay", "filter_ratio",
+              "eval_batch_size", "eval_subset", "bn_recalibrate", "log_batches", "device", "bf16",
+              "channels_last", "compile", "world_size", "save_model"},
     "saln": {"laplacian", "graph", "knn_k", "center", "ranking"},
     "jest": {"score", "n_chunks"},
-    "reference": {"epochs", "batch_size", "seed"},
+    "reference": {"epochs", "batch_size", "lr", "seed"},
     "uncertainty": {"beta"},
     "prune": {"k", "keep_fraction", "auto_threshold", "curve_fractions", "seed"},
     "active": {"seed_size", "per_round", "rounds", "k_neighbours", "strategies", "seed"},
-    "sweep": {"lrs"},
     "report": {"out"},
 }
 SOURCE_KEYS = {"kind", "image_size", "root", "path"}
@@ -72,6 +74,7 @@ def _dotted_keys(params: dict) -> list[str]:
 
 def validate_all(params: dict) -> None:
     check_known_keys(params)
+    check_method_families(params)
     for name in dataset_names(params):
         source_config(params, name)
     split_config(params)
@@ -84,9 +87,61 @@ def validate_all(params: dict) -> None:
     reference_methods(params)
     prune_config(params)
     active_config(params)
-    sweep_lrs(params)
+    # uncertainty.beta: read by stage active for every dataset (its infodensity strategies score with
+    # it; the stage reads it whatever the strategies) and by infodensity runs (options_from_params).
+    uncertainty_options(params)
+    check_active_budgets(params)
+    learning_rates(params)
     report_out(params)
     check_tracked_inputs(params)
+
+
+def check_method_families(params: dict) -> None:
+    """Each train.methods.<family> must be a list: it is a matrix axis of the family's training stage.
+
+    DVC expands the matrices (data.names, train.seeds, each family) before any stage runs, so a
+    scalar there stops `dvc repro` with DVC's own "'Value' object is not iterable", naming no key;
+    stage validate, run by hand, names it (dataset_names and seeds do for the other two axes).
+    """
+    methods = (params.get("train") or {}).get("methods")
+    for family, value in (methods.items() if isinstance(methods, dict) else ()):
+        if not isinstance(value, list):
+            hint = "[] to train none" if value is None else f"[{value}]"
+            raise SalnError(f"train.methods.{family} must be a list of methods (dvc.yaml runs a stage per "
+                            f"item), got {value!r}: write {hint}")
+
+
+# Image counts that a source's kind alone fixes: (all images, official test images or None). digits
+# is scikit-learn's load_digits. Any other kind's count is known only from its data (an npz, an image
+# folder, a CIFAR-10 or Pets download, possibly a modified copy), which validate does not read: for
+# those, active_config checks what needs no count, and stage active checks the budget against the
+# prepared training split (check_budget).
+KNOWN_COUNTS = {"digits": (1797, None)}
+
+
+def held_out(n: int, fraction: float) -> int:
+    """Images ``saln.data._stratified_split`` holds out of ``n`` (scikit-learn's rounding: ceil)."""
+    return min(math.ceil(fraction * n), n) if fraction > 0 else 0
+
+
+def split_sizes(images: int, official_test: int | None, cfg: SplitConfig) -> dict[str, int]:
+    """The split sizes ``saln.data.make_splits`` gives a dataset of ``images`` images (of which
+    ``official_test`` form its official test split, if it has one), computed without the labels."""
+    test = official_test if official_test is not None else held_out(images, cfg.test_fraction)
+    pool = images - test
+    val = held_out(pool, cfg.val_fraction)
+    reference = held_out(pool - val, cfg.reference_fraction / (1 - cfg.val_fraction))
+    return {"train": pool - val - reference, "val": val, "test": test, "reference": reference}
+
+
+def check_active_budgets(params: dict) -> None:
+    """Stage active's labels must fit each dataset's training split, where params alone fix its size."""
+    cfg, splits = active_config(params), split_config(params)
+    for name in dataset_names(params):
+        counts = KNOWN_COUNTS.get(source_config(params, name).kind)
+        if counts is not None:
+            train = split_sizes(*counts, splits)["train"]
+            check_budget(train, cfg.seed_size, cfg.per_round, cfg.rounds, cfg.k_neighbours, dataset=name)
 
 
 def check_tracked_inputs(params: dict) -> None:

@@ -1,4 +1,5 @@
-"""Shared by the stage scripts: run from the repo root with the package importable without install."""
+"""Shared by the stage scripts: run from the repo root with the package importable without install,
+and take every path they read or write as an argument (dvc.yaml passes them)."""
 
 import argparse
 import sys
@@ -9,22 +10,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
-    """--dataset and --params, the arguments of every per-dataset stage; callers may add more."""
+def stage_args(description: str, *paths: str, dataset: bool = True) -> argparse.Namespace:
+    """--params, --dataset (unless ``dataset`` is False) and one required --<name> per path."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--dataset", required=True, help="a key of data.sources")
+    if dataset:
+        parser.add_argument("--dataset", required=True, help="a key of data.sources")
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    return parser
-
-
-def dataset_args(description: str) -> argparse.Namespace:
-    return stage_parser(description).parse_args()
-
-
-def train_args(description: str) -> argparse.Namespace:
-    """The arguments of a training stage (train_<family>, sweep_<family>)."""
-    parser = stage_parser(description)
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--lr", type=float, help="a sweep run at this learning rate (sweep.lrs)")
+    for name in paths:
+        parser.add_argument(f"--{name}", required=True)
     return parser.parse_args()

@@ -16,13 +16,13 @@ from saln.selection.uncertainty import uncertainty_options
 
 @one_line_errors
 def main() -> None:
-    args = _common.dataset_args(__doc__)
+    args = _common.stage_args(__doc__, "prepared", "features", "out")
     params = load_params(args.params)
     cfg, beta = active_config(params), uncertainty_options(params)["beta"]
-    prepared = load_prepared(f"data/prepared/{args.dataset}")
+    prepared = load_prepared(args.prepared)
     train, test = prepared.splits["train"], prepared.splits["test"]
     check_budget(len(train), cfg.seed_size, cfg.per_round, cfg.rounds, cfg.k_neighbours)
-    features = np.load(f"data/features/{args.dataset}/features.npy").astype(np.float64)
+    features = np.load(args.features).astype(np.float64)
     labels = prepared.labels
 
     curves = {}
@@ -43,7 +43,7 @@ def main() -> None:
         print(f"{args.dataset} {name}: test_acc {run['test_acc'][0]:.3f} -> {run['test_acc'][-1]:.3f} "
               f"at {run['labels'][-1]} labels; selection {np.mean(run['selection_seconds']) * 1e3:.1f} "
               f"ms/round over {np.mean(run['candidates']):.0f} candidates")
-    out = Path(f"results/active/{args.dataset}/curves.json")
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "dataset": args.dataset,

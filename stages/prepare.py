@@ -9,10 +9,10 @@ from saln.errors import one_line_errors
 
 @one_line_errors
 def main() -> None:
-    args = _common.dataset_args(__doc__)
+    args = _common.stage_args(__doc__, "out")
     params = load_params(args.params)
     source, splits = source_config(params, args.dataset), split_config(params)
-    meta = prepare(source, splits, f"data/prepared/{args.dataset}")
+    meta = prepare(source, splits, args.out)
     print(f"{args.dataset}: {meta['num_classes']} classes, splits {meta['sizes']}")
 
 

@@ -16,17 +16,17 @@ from saln.prune import centroid_distances, kept_subsets, probe_curve, prune_conf
 
 @one_line_errors
 def main() -> None:
-    args = _common.dataset_args(__doc__)
+    args = _common.stage_args(__doc__, "prepared", "features", "out", "summary")
     cfg = prune_config(load_params(args.params))
-    prepared = load_prepared(f"data/prepared/{args.dataset}")
-    features = np.load(f"data/features/{args.dataset}/features.npy").astype(np.float64)
+    prepared = load_prepared(args.prepared)
+    features = np.load(args.features).astype(np.float64)
     train, test = prepared.splits["train"], prepared.splits["test"]
 
     started = time.perf_counter()
     distances = centroid_distances(features[train], cfg.k, cfg.seed)
     kmeans_seconds = time.perf_counter() - started
     kept = kept_subsets(train, distances, cfg.keep_fraction, cfg.auto_threshold)
-    out = Path(f"data/prune/{args.dataset}")
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # train + distance let a report rank any training example without re-running k-means.
     np.savez(out / "keep.npz", **kept, train=train, distance=distances)
@@ -46,7 +46,7 @@ def main() -> None:
         "curve": curve,
         "kmeans_seconds": kmeans_seconds, "curve_seconds": time.perf_counter() - started,
     }
-    report = Path(f"results/prune/{args.dataset}/summary.json")
+    report = Path(args.summary)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(summary, indent=2) + "\n")
     accs = curve["linear_probe_test_acc"]

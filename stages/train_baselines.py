@@ -1,16 +1,16 @@
-"""Stage train_baselines (and sweep_baselines with --lr): one run of standard or random, which read
-nothing but the data."""
+"""Stage train_baselines: one (dataset, method, seed) of standard or random at every rate of
+train.lrs; they read nothing but the data."""
 
-import _common
+import _common  # noqa: F401
 
 from saln.errors import one_line_errors
-from saln.launch import run
+from saln.launch import run, train_parser
 from saln.selection import baselines
 
 
 @one_line_errors
 def main() -> None:
-    run(_common.train_args(__doc__), baselines)
+    run(train_parser(__doc__).parse_args(), baselines)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
-"""Stage train_spectral (and sweep_spectral with --lr): one run of saln or one of its graph
-variants, on the per-image features of stage features."""
+"""Stage train_spectral: one (dataset, method, seed) of saln or one of its graph variants at every
+rate of train.lrs, on the per-image features of stage features."""
 
-import _common
+import _common  # noqa: F401
 
 from saln.errors import one_line_errors
-from saln.launch import run
+from saln.launch import run, train_parser
 from saln.selection import spectral
 
 
 @one_line_errors
 def main() -> None:
-    run(_common.train_args(__doc__), spectral, blocks=("saln",))
+    run(train_parser(__doc__, "features").parse_args(), spectral)
 
 
 if __name__ == "__main__":

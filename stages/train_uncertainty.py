@@ -1,16 +1,16 @@
-"""Stage train_uncertainty (and sweep_uncertainty with --lr): one run of maxent or infodensity
-(which also reads the features of stage features)."""
+"""Stage train_uncertainty: one (dataset, method, seed) of maxent or infodensity at every rate of
+train.lrs (infodensity also reads the features of stage features)."""
 
-import _common
+import _common  # noqa: F401
 
 from saln.errors import one_line_errors
-from saln.launch import run
+from saln.launch import run, train_parser
 from saln.selection import uncertainty
 
 
 @one_line_errors
 def main() -> None:
-    run(_common.train_args(__doc__), uncertainty, blocks=("uncertainty",))
+    run(train_parser(__doc__, "features").parse_args(), uncertainty)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Stage validate: reject bad params with one line before any other stage runs."""
 
-import _common  # noqa: F401
+import _common
 from pathlib import Path
 
 from saln.config import load_params
@@ -10,8 +10,9 @@ from saln.errors import one_line_errors
 
 @one_line_errors
 def main() -> None:
-    validate_all(load_params())
-    out = Path("results/validate/ok.txt")
+    args = _common.stage_args(__doc__, "out", dataset=False)
+    validate_all(load_params(args.params))
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("params.yaml is valid\n")
 

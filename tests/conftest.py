@@ -1,11 +1,13 @@
 """Shared fixtures: the repo's own params, small prepared datasets, and the optional real CIFAR subset."""
 
 import copy
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import saln.selection.all  # noqa: F401  (registers every selector for the tests)
 from saln.config import load_params
@@ -13,6 +15,17 @@ from saln.data import load_prepared, prepare, source_config, split_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10_subset.npz"
+
+
+def stage_argv(stage: str, **item) -> list[str]:
+    """A stage's command line exactly as dvc.yaml writes it, ``${item.<key>}`` filled from ``item``,
+    without the leading ``python``: the script (relative to the repo root) and its arguments."""
+    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["cmd"]
+    for key, value in item.items():
+        cmd = cmd.replace("${item.%s}" % key, str(value))
+    argv = shlex.split(cmd)
+    assert argv[0] == "python" and "${" not in cmd, f"{stage}: {cmd}"
+    return argv[1:]
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Bad data files and params are refused with one line naming what is wrong; a diverging run
-stops at once and writes no metrics; the lr sweep picks each method's best finished rate."""
+stops at once, names its rate and writes no metrics; stage best_lr never picks a diverged rate."""
 
 import json
 
@@ -9,7 +9,8 @@ import pytest
 
 from saln.data import SourceConfig, load_npz
 from saln.errors import SalnError
-from saln.sweep import DIVERGED_FILE, choose_best, run_dir, sweep_lrs
+from saln.layout import DIVERGED_FILE, METRICS_FILE, rate_dir, run_dir
+from saln.rates import check_every_method_trained, choose_best, learning_rates, record_divergence
 from saln.validate import validate_all
 from tests.conftest import write_npz
 
@@ -46,7 +47,7 @@ def test_truncated_and_non_npz_files(tmp_path):
 
 def test_labels_negative_or_out_of_range(tmp_path):
     np.savez(tmp_path / "neg.npz", x=images(4), y=np.array([0, 1, -1, 2]))
-    assert "must lie in [0, 3)" in refused(tmp_path / "neg.npz")
+    assert "y must lie in >= 0, got labels from -1 to 2" in refused(tmp_path / "neg.npz")  # no class count
     np.savez(tmp_path / "big.npz", x=images(4), y=np.array([0, 1, 7, 2]),
              class_names=np.array(["a", "b", "c"]))
     assert "got labels from 0 to 7" in refused(tmp_path / "big.npz")
@@ -75,49 +76,109 @@ def test_repeated_seeds_or_misfiled_methods(params, key, value, expected):
         validate_all(params)
 
 
-def test_sweep_rates_are_checked(params):
-    params["sweep"]["lrs"] = [params["train"]["lr"]]
-    with pytest.raises(SalnError, match="repeats train.lr"):
+@pytest.mark.parametrize("lrs, expected", [
+    ([0.01, 0.03, 0.01], r"train.lrs lists a rate more than once: \[0.01, 0.03, 0.01\]"),
+    ([0.01, 0], "train.lrs.1 must be > 0, got 0"),
+    ([-0.1], "train.lrs.0 must be > 0, got -0.1"),
+    (["fast"], "train.lrs.0 must be a number, got 'fast'"),
+    ([], "train.lrs must be a non-empty list of learning rates"),
+    (0.01, "train.lrs must be a non-empty list of learning rates, e.g. .*, got 0.01"),
+])
+def test_bad_learning_rates_are_refused(params, lrs, expected):
+    params["train"]["lrs"] = lrs
+    with pytest.raises(SalnError, match=expected):
         validate_all(params)
-    params["sweep"]["lrs"] = [-0.1]
-    with pytest.raises(SalnError, match="sweep.lrs"):
-        sweep_lrs(params)
+    with pytest.raises(SalnError, match=expected):
+        learning_rates(params)
 
 
-def test_a_diverging_run_stops_and_writes_no_metrics(params, digits16, tmp_path):
+def diverging_run(params, digits16, tmp_path, lr):
     from saln.augment import augment_spec
-    from saln.train import DivergedError, RunInputs, train_config, train_run
+    from saln.train import RunInputs, train_config, train_run
 
-    params["train"].update(epochs=2, batch_size=40, lr=1e6, device="cpu")
+    params["train"].update(epochs=2, batch_size=40, device="cpu")
     params["model"].update(arch="resnet18", weights="none")
     spec = augment_spec({**params["augment"], "resize": 16, "test_resize": 16, "test_crop": 16})
-    with pytest.raises(DivergedError, match=r"non-finite at epoch 1, step \d+ with train.lr=1000000"):
-        train_run(RunInputs(digits16, spec), train_config(params), "standard", 0, tmp_path, progress=False)
-    assert not (tmp_path / "metrics.json").exists()
+    train_run(RunInputs(digits16, spec), train_config(params, lr=lr), "standard", 0, tmp_path,
+              progress=False)
 
 
-def write_run(root, method, seed, lr, val_acc=None):
-    d = run_dir("ds", method, seed, lr, root)
-    d.mkdir(parents=True)
-    name, body = ("metrics.json", {"val_acc": val_acc}) if val_acc is not None else (DIVERGED_FILE, {})
-    (d / name).write_text(json.dumps(body))
+def test_an_exploding_loss_stops_the_run_naming_its_rate(params, digits16, tmp_path):
+    """At lr 1000 the loss is still finite when it passes 100 x ln(10): that already counts."""
+    from saln.train import DivergedError
+
+    with pytest.raises(DivergedError, match=r"training loss reached \S+ \(above 230\) at epoch 1, step \d+ "
+                                            r"with learning rate 1000: the rate diverged; lower it"):
+        diverging_run(params, digits16, tmp_path, lr=1000)
+    assert not (tmp_path / METRICS_FILE).exists()
+
+
+def test_a_non_finite_loss_stops_the_run_naming_its_rate(params, digits16, tmp_path, monkeypatch):
+    """With no bound on a finite loss, the same run goes on until its loss overflows."""
+    import saln.train
+    from saln.train import DivergedError
+
+    monkeypatch.setattr(saln.train, "DIVERGENCE_FACTOR", float("inf"))
+    with pytest.raises(DivergedError, match=r"training loss became non-finite at epoch 1, step \d+ with "
+                                            r"learning rate 1000: the rate diverged; lower it"):
+        diverging_run(params, digits16, tmp_path, lr=1000)
+    assert not (tmp_path / METRICS_FILE).exists()
+
+
+def test_the_divergence_bound_is_a_hundred_times_chance_loss():
+    from saln.train import DivergedError, check_loss
+
+    bound = 100 * np.log(10)
+    check_loss(bound, bound, 0.1, 1, 1)
+    with pytest.raises(DivergedError, match=r"reached 231 \(above 230\) at epoch 2, step 7 with learning "
+                                            r"rate 0.1"):
+        check_loss(231.0, bound, 0.1, 2, 7)
+    with pytest.raises(DivergedError, match="became non-finite at epoch 1, step 3 with learning rate 1000"):
+        check_loss(float("inf"), bound, 1000, 1, 3)
+
+
+def write_rate(root, method, seed, lr, val_acc=None):
+    """A finished rate (metrics with ``val_acc``), or a diverged one when ``val_acc`` is None."""
+    d = rate_dir(run_dir(root, "ds", method, seed), lr)
+    if val_acc is None:
+        record_divergence(d, lr, "training loss became non-finite")
+    else:
+        d.mkdir(parents=True)
+        (d / METRICS_FILE).write_text(json.dumps({"val_acc": val_acc}))
 
 
 def test_best_lr_skips_diverged_rates_and_unfinished_ones(tmp_path):
-    for seed, (common, small, large) in enumerate([(0.5, 0.6, None), (0.7, 0.8, 0.9)]):
-        write_run(tmp_path, "saln", seed, None, common)
-        write_run(tmp_path, "saln", seed, 0.001, small)
-        write_run(tmp_path, "saln", seed, 0.1, large)  # seed 0 diverged at 0.1
-    write_run(tmp_path, "random", 0, None, 0.4)  # seed 1 never ran
-    summary = choose_best("ds", ["saln", "random"], [0, 1], 0.01, [0.001, 0.1], tmp_path)
+    for seed, (small, middle, large) in enumerate([(0.5, 0.6, None), (0.7, 0.8, 0.9)]):
+        write_rate(tmp_path, "saln", seed, 0.001, small)
+        write_rate(tmp_path, "saln", seed, 0.01, middle)
+        write_rate(tmp_path, "saln", seed, 0.1, large)  # seed 0 diverged: seed 1's 0.9 does not count
+    write_rate(tmp_path, "random", 0, 0.01, 0.4)  # seed 1 never ran
+    summary = choose_best("ds", ["saln", "random"], [0, 1], [0.1, 0.001, 0.01], tmp_path)
     saln = summary["methods"]["saln"]
-    assert saln["best_lr"] == 0.001 and saln["diverged"] == ["0.1"]
-    assert saln["val_acc"]["0.001"] == pytest.approx(0.7) and saln["val_acc"]["0.1"] is None
+    assert saln["best_lr"] == 0.01 and saln["diverged"] == ["0.1"]
+    assert saln["val_acc"]["0.01"] == pytest.approx(0.7) and saln["val_acc"]["0.1"] is None
+    diverged = rate_dir(run_dir(tmp_path, "ds", "saln", 0), 0.1) / DIVERGED_FILE
+    assert json.loads(diverged.read_text())["lr"] == 0.1
     assert summary["methods"]["random"]["best_lr"] is None
+    check_every_method_trained(summary)  # random did not diverge: it is unfinished, not refused
+
+
+def test_a_method_whose_every_rate_diverged_is_refused_in_one_line(tmp_path):
+    for lr in (1000, 10):
+        write_rate(tmp_path, "saln", 0, lr)
+    write_rate(tmp_path, "standard", 0, 1000)
+    write_rate(tmp_path, "standard", 0, 10, 0.5)
+    summary = choose_best("ds", ["standard", "saln"], [0], [1000, 10], tmp_path)
+    assert summary["methods"]["standard"]["best_lr"] == 10
+    with pytest.raises(SalnError) as err:
+        check_every_method_trained(summary)
+    assert str(err.value) == ("ds: every learning rate of saln diverged (10, 1000): add lower rates to "
+                              "train.lrs")
 
 
 @pytest.mark.parametrize("block, key, expected", [
-    ("train", "lrr", "unknown params key train.lrr: did you mean train.lr?"),
+    ("train", "lrr", "unknown params key train.lrr: did you mean train.lrs?"),
+    ("reference", "lrs", "unknown params key reference.lrs: did you mean reference.lr?"),
     ("augment", "hflp", "unknown params key augment.hflp: did you mean augment.hflip?"),
 ])
 def test_unknown_keys_name_the_nearest_valid_one(params, block, key, expected):

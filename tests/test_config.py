@@ -18,13 +18,48 @@ def test_committed_params_are_valid(params):
     ("epochs", 0, "train.epochs must be >= 1"),
     ("batch_size", -4, "train.batch_size must be >= 1"),
     ("batch_size", 8, "BatchNorm needs at least 2"),  # 8 * 0.2 keeps 1 image
-    ("lr", 0, "train.lr must be > 0"),
+    ("lrs", [0.01, 0], "train.lrs.1 must be > 0"),
+    ("lrs", [], "train.lrs must be a non-empty list"),
+    ("lrs", 0.01, "train.lrs must be a non-empty list"),
+    ("lrs", [0.01, "fast"], "train.lrs.1 must be a number"),
+    ("lrs", [0.01, 0.03, 0.01], "train.lrs lists a rate more than once"),
+    ("eval_subset", -1, "train.eval_subset must be >= 0"),
+    ("bn_recalibrate", 0.5, "train.bn_recalibrate must be an integer"),
     ("device", "tpu", "train.device must be one of"),
 ])
 def test_bad_train_values_are_rejected(params, key, value, message):
     params["train"][key] = value
     with pytest.raises(SalnError, match=message.replace("(", r"\(")):
         validate_all(params)
+
+
+@pytest.mark.parametrize("block, key, value, message", [
+    ("train", "lr", 0.01, "unknown params key train.lr: did you mean train.lrs?"),  # the old single rate
+    ("sweep", "lrs", [0.003], "unknown params key sweep"),  # the old sweep block: now train.lrs
+    ("reference", "lr", 0, "reference.lr must be > 0"),
+])
+def test_old_rate_keys_and_a_bad_reference_rate_are_rejected(params, block, key, value, message):
+    params.setdefault(block, {})[key] = value
+    with pytest.raises(SalnError, match=message):
+        validate_all(params)
+
+
+def test_run_config_is_at_the_given_rate_else_the_first_of_the_grid(params):
+    params["train"]["lrs"] = [0.02, 0.005]
+    assert train_config(params).lr == 0.02
+    assert train_config(params, 0.005).lr == 0.005
+    assert train_config(params, 0.005).epochs == train_config(params).epochs
+
+
+def test_reference_model_has_its_own_rate(params):
+    """The learners' grid does not move the reference model: it trains at reference.lr."""
+    from saln.reference import reference_config, reference_train_config
+
+    params["train"]["lrs"] = [0.5, 0.7]
+    ref = reference_config(params)
+    cfg = reference_train_config(params, ref)
+    assert ref.lr == params["reference"]["lr"] == cfg.lr
+    assert (cfg.epochs, cfg.batch_size, cfg.world_size, cfg.log_batches) == (ref.epochs, ref.batch_size, 1, ())
 
 
 def test_unknown_method_is_rejected(params):

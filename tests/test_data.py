@@ -12,7 +12,7 @@ SPLIT = SplitConfig(val_fraction=0.1, test_fraction=0.2, reference_fraction=0.1,
 
 
 def test_registry_lists_every_kind():
-    assert {"digits", "cifar10", "pets", "npz", "imagefolder"} <= set(DATASETS)
+    assert {"digits", "cifar10", "pets", "npz", "imagefolder", "cifar10_subset"} <= set(DATASETS)
 
 
 def test_splits_are_disjoint_stratified_and_deterministic():

@@ -19,7 +19,7 @@ from saln.report.diagnostics_section import diagnostics_section
 from saln.selection import SelectionBatch, build
 from saln.selection.base import top_k
 from saln.selection.spectral import PAPER, SpectralOptions, laplacian_matrix, similarity_matrix
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stage_argv
 
 PAPER_BLOCK = {"laplacian": "unnormalized", "graph": "dense", "knn_k": 3, "center": False,
                "ranking": "magnitude"}
@@ -182,8 +182,18 @@ def test_summary_skips_undefined_values():
 # The whole: saved runs -> diagnostics.json -> report section
 
 
-def _save_run(root, method, seed, batches):
-    d = root / "toy" / method / f"seed{seed}"
+# Each method's best rate on validation (what stage best_lr writes); runs are saved per rate.
+RATES = {"standard": 0.01, "random": 0.003, "saln": 0.003, "saln_knn": 0.03}
+DECOY_RATE = 0.01  # saln's runs at a rate that is not its best: never read
+
+
+def rates_of(methods):
+    """Method -> best rate, None for a method without one (not trained)."""
+    return {m: RATES.get(m) for m in methods}
+
+
+def _save_run(root, method, seed, batches, lr):
+    d = root / "toy" / method / f"seed{seed}" / f"lr{lr:g}"  # saln.layout: run_dir, then rate_dir
     d.mkdir(parents=True)
     np.savez(d / "selections.npz", batch=np.array([b for b, _, _ in batches]),
              indices=np.stack([i for _, i, _ in batches]), kept=np.stack([k for _, _, k in batches]))
@@ -201,11 +211,12 @@ def _select(method, features, keep, **options):
 
 @pytest.fixture
 def toy(tmp_path):
-    """Saved selections of saln, saln_knn, random and standard on 2 seeds x 2 batches of 16 of 64 images."""
+    """Saved selections (results/models layout) of saln, saln_knn, random and standard at their best
+    rates on 2 seeds x 2 batches of 16 of 64 images, and saln's at another rate: the first 4 kept."""
     rng = np.random.default_rng(0)
     features = rng.random((64, 8)).astype(np.float16)
     labels, losses = np.arange(64) % 4, rng.random(64)
-    train = tmp_path / "train"
+    models = tmp_path / "models"
     for seed in (0, 1):
         order = np.random.default_rng(seed).permutation(64)
         batches = [order[:16], order[16:32]]
@@ -220,15 +231,17 @@ def toy(tmp_path):
                 else:
                     kept = _select(method, feats, 4, **PAPER_BLOCK)
                 saved.append((number, idx, kept))
-            _save_run(train, method, seed, saved)
-    return train, Data(features, labels, losses)
+            _save_run(models, method, seed, saved, RATES[method])
+        decoy = [(number, idx, np.arange(16) < 4) for number, idx in enumerate(batches)]
+        _save_run(models, "saln", seed, decoy, DECOY_RATE)
+    return models, Data(features, labels, losses)
 
 
 def test_diagnose_measures_every_kind_of_method(toy):
-    train, data = toy
+    models, data = toy
     methods = ["standard", "random", "saln", "saln_knn", "prune_easy", "jest"]
     params = {"saln": PAPER_BLOCK}
-    selections = load_selections(train, "toy", methods, [0, 1, 2])
+    selections = load_selections(models, "toy", rates_of(methods), [0, 1, 2])
     out = diagnose("toy", methods, selections, data, spectral_methods(params, methods))
     json.dumps(out, allow_nan=False)  # strict JSON
     kinds = {m: e["kind"] for m, e in out["methods"].items()}
@@ -236,7 +249,7 @@ def test_diagnose_measures_every_kind_of_method(toy):
                      "prune_easy": SUBSET, "jest": NOT_RUN}
     saln, std = out["methods"]["saln"], out["methods"]["standard"]
     assert saln["batches"] == 4 and saln["seeds"] == [0, 1]
-    assert saln["reproduced"] == {"matching": 4, "batches": 4} and not out["notes"]
+    assert saln["reproduced"] == {"matching": 4, "batches": 4} and not out["notes"]  # not the decoy rate
     assert saln["participation_ratio"]["n"] == 4 and 1 <= saln["participation_ratio"]["mean"] <= 16
     assert out["methods"]["saln_knn"]["options"]["graph"] == "knn"
     assert out["methods"]["saln_knn"]["participation_ratio"] != saln["participation_ratio"]
@@ -253,9 +266,21 @@ def test_diagnose_measures_every_kind_of_method(toy):
     assert len(atlas["batches"][0]["xy"]) == 16 and len(atlas["batches"][0]["kept"]["saln"]) == 4
 
 
+def test_selections_are_read_at_each_methods_rate_only(toy):
+    models, _ = toy
+    best = load_selections(models, "toy", {"saln": RATES["saln"]}, [0, 1])
+    decoy = load_selections(models, "toy", {"saln": DECOY_RATE}, [0, 1])
+    assert sorted(best["saln"]) == sorted(decoy["saln"]) == [0, 1]
+    assert all(decoy["saln"][s][b].kept.tolist() == [True] * 4 + [False] * 12 for s in (0, 1) for b in (0, 1))
+    assert any(best["saln"][s][b].kept.tolist() != decoy["saln"][s][b].kept.tolist()
+               for s in (0, 1) for b in (0, 1))
+    # A rate never trained, or a method without a best rate (every rate diverged): simply absent.
+    assert load_selections(models, "toy", {"saln": 0.1, "random": None}, [0, 1]) == {}
+
+
 def test_diagnose_notes_missing_losses_and_stale_selections(toy):
-    train, data = toy
-    selections = load_selections(train, "toy", ["saln"], [0])
+    models, data = toy
+    selections = load_selections(models, "toy", {"saln": RATES["saln"]}, [0])
     changed = {"saln": {**PAPER_BLOCK, "ranking": "inverse"}}  # the block changed since training
     out = diagnose("toy", ["saln"], selections, Data(data.features, data.labels), spectral_methods(changed, ["saln"]))
     assert out["methods"]["saln"]["loss_percentile"]["n"] == 0
@@ -264,9 +289,9 @@ def test_diagnose_notes_missing_losses_and_stale_selections(toy):
 
 
 def test_report_section_tables_csvs_and_atlas(toy, tmp_path):
-    train, data = toy
+    models, data = toy
     methods = ["standard", "random", "saln", "saln_knn"]
-    out = diagnose("toy", methods, load_selections(train, "toy", methods, [0, 1]), data,
+    out = diagnose("toy", methods, load_selections(models, "toy", rates_of(methods), [0, 1]), data,
                    spectral_methods({"saln": PAPER_BLOCK}, methods))
     root = tmp_path / "diagnostics"
     write_json(root / "toy" / "diagnostics.json", out)
@@ -288,22 +313,28 @@ def test_report_section_tables_csvs_and_atlas(toy, tmp_path):
 
 
 def test_stage_writes_diagnostics_json_and_fails_in_one_line(toy, tmp_path):
-    train, data = toy
+    """Run with dvc.yaml's arguments, in a folder laid out as the pipeline leaves it."""
+    models, data = toy
     work = tmp_path / "work"
     (work / "results").mkdir(parents=True)
-    train.rename(work / "results" / "train")
+    models.rename(work / "results" / "models")
     for folder, name, array in (("features", "features.npy", data.features), ("prepared", "labels.npy", data.labels)):
         (work / "data" / folder / "toy").mkdir(parents=True)
         np.save(work / "data" / folder / "toy" / name, array)
+    (work / "results" / "lr" / "toy").mkdir(parents=True)
+    best = {"dataset": "toy", "methods": {m: {"best_lr": lr} for m, lr in RATES.items()}}
+    (work / "results" / "lr" / "toy" / "best.json").write_text(json.dumps(best))
     params = {"train": {"methods": {"baselines": ["standard", "random"], "spectral": ["saln", "saln_knn"]},
                         "seeds": [0, 1]},
               "saln": PAPER_BLOCK}
     (work / "params.yaml").write_text(json.dumps(params))
-    cmd = [sys.executable, str(ROOT / "stages" / "diagnostics.py"), "--dataset", "toy"]
+    script, *args = stage_argv("diagnostics", dataset="toy")
+    cmd = [sys.executable, str(ROOT / script), *args]
     done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     out = json.loads((work / "results" / "diagnostics" / "toy" / "diagnostics.json").read_text())
     assert out["methods"]["saln"]["batches"] == 4 and "no reference losses" in done.stdout
+    assert out["methods"]["saln"]["reproduced"] == {"matching": 4, "batches": 4}  # its best rate's runs
     params["saln"] = {**PAPER_BLOCK, "graph": "sparse"}
     (work / "params.yaml").write_text(json.dumps(params))
     done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)

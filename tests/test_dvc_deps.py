@@ -10,7 +10,6 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_ROOTS = ("saln", "stages")
@@ -74,7 +73,17 @@ def declared_code_deps(stage: dict) -> set[Path]:
 
 
 def stages() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """Every stage as DVC resolves dvc.yaml (matrix items, ``${...}``, anchors): name -> cmd, deps and
+    params, so what is checked is what ``dvc repro`` runs."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {stage.addressing: {
+            "cmd": stage.cmd,
+            "deps": [str(d.def_path) for d in stage.deps if not isinstance(d, ParamsDependency)],
+            "params": [p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params],
+        } for stage in repo.index.stages}
 
 
 @pytest.mark.parametrize("name", sorted(stages()))

@@ -15,6 +15,7 @@ from saln.errors import SalnError
 from saln.probe import linear_probe_accuracy
 from saln.prune import (centroid_distances, kept_count, kept_subsets, load_kept, prune_config, prune_order, resolve_mode)
 from saln.selection import REGISTRY, SelectionBatch, build
+from tests.conftest import stage_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 PRUNE_BLOCK = {"k": 3, "keep_fraction": 0.5, "auto_threshold": 0.5,
@@ -150,10 +151,11 @@ def write_toy_dataset(root: Path, name: str = "toy", n: int = 240, dim: int = 16
 
 
 def run_stage(script: str, root: Path, params: dict, monkeypatch, dataset: str = "toy") -> None:
+    """Run stages/<script> in ``root`` with the arguments dvc.yaml gives its stage for ``dataset``."""
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(root)
     monkeypatch.syspath_prepend(str(ROOT / "stages"))
-    monkeypatch.setattr(sys, "argv", [script, "--dataset", dataset])
+    monkeypatch.setattr(sys, "argv", stage_argv(Path(script).stem, dataset=dataset))
     runpy.run_path(str(ROOT / "stages" / script), run_name="__main__")
 
 

@@ -1,5 +1,6 @@
-"""Report stage: the paper's tables, verdicts at equal budgets, best learning rates and figures, built from
-hand-made run outputs (offline, CPU, fast)."""
+"""Report stage: the paper's tables, the pairings beside the paper's, figures, the beyond-the-paper and
+diagnostics sections, built from hand-made run outputs laid out as the train and best_lr stages write
+them (offline, CPU, fast). The verdicts' statistics and measurements are tested in test_verdicts.py."""
 
 import ast
 import csv
@@ -15,15 +16,14 @@ import torch
 import yaml
 
 from saln.errors import SalnError
+from saln.layout import HEAD_FILE, METRICS_FILE, SELECTIONS_FILE, rate_dir, run_dir
+from saln.rates import choose_best
 from saln.report import beyond
-from saln.report.budget import at_budget, value_at
-from saln.report.build import Roots, build_report, classifier_weight, dataset_section
-from saln.report.claims import claim_rows, data_notes, group_runs, overall
-from saln.report.compare import LOSS, TIE, WIN, compare, two_se
+from saln.report.build import Roots, build_report, classifier_weight
+from saln.report.compare import LOSS, TIE, WIN, compare, pair_rows, pairs_markdown, two_se
 from saln.report.figures import method_styles
 from saln.report.headline import NOT_SUPPORTED, SUPPORTED, headline_claims
-from saln.report.history import read_history
-from saln.report.lr import lr_section
+from saln.report.history import epoch_ends, read_history
 from saln.report.markdown import markdown_table
 from saln.report.paper import NOT_IN_PAPER, PAPER_FILE, load_paper, report_datasets
 from saln.report.regime import Regime, ours_header, regime_from_params
@@ -33,6 +33,8 @@ from saln.report.tables import DATASET_NOT_RUN, NOT_RUN, build_tables, table_mar
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 START_ACC = 0.1   # the initial model's accuracy in the epoch-0 row
+LR = 0.01
+CLASSES = 10
 
 
 @pytest.fixture(scope="module")
@@ -42,47 +44,106 @@ def paper():
 
 
 def make_regime(datasets=("digits",), methods=("standard", "saln"), seeds=(0, 1), **changes) -> Regime:
-    values = dict(datasets=list(datasets), methods=list(methods), seeds=list(seeds), epochs=3, lr=0.01,
+    values = dict(datasets=list(datasets), methods=list(methods), seeds=list(seeds), epochs=3, lrs=[LR],
                   filter_ratio=0.8, log_batches=[0], arch="resnet18", weights="none", backbone="resnet50",
                   feature_weights="none", image_sizes={d: 16 for d in datasets}, keep_fraction=None)
     return Regime(**{**values, **changes})
 
 
 def make_roots(tmp_path) -> Roots:
-    return Roots(train=tmp_path / "train", prepared=tmp_path / "prepared", prune=tmp_path / "prune",
-                 active=tmp_path / "active", lr=tmp_path / "lr", out=tmp_path / "reports", base=tmp_path)
+    return Roots(train=tmp_path / "train", models=tmp_path / "models", reference=tmp_path / "reference",
+                 prepared=tmp_path / "prepared", prune=tmp_path / "prune", active=tmp_path / "active",
+                 lr=tmp_path / "lr", features=tmp_path / "features", out=tmp_path / "reports",
+                 diagnostics=tmp_path / "diagnostics")
 
 
-def _tsv(folder: Path, name: str, values) -> None:
-    rows = "".join(f"{step}\t{v}\n" for step, v in enumerate(values))
-    (folder / f"{name}.tsv").write_text(f"step\t{name}\n{rows}")
+# --- Run outputs as the stages write them ---------------------------------------------------------
 
 
-def write_run(root, dataset, method, seed, acc=(0.3, 0.4, 0.5), seconds=(1.0, 2.0, 3.0), images=(64, 128, 192),
-              start=True, keep=12, **metrics):
-    """A finished run as the train stage writes it: metrics.json (final values = the curves' last) and
-    dvclive TSVs, one value per epoch. ``start``: the current format (epoch-0 row, ``epoch`` and
-    ``test_acc`` series); else the old one (step k = epoch k + 1, no test_acc per epoch)."""
-    d = Path(root) / dataset / method / f"seed{seed}"
-    folder = d / "dvclive" / "plots" / "metrics"
-    folder.mkdir(parents=True)
-    epochs = len(acc)
-    base = {"test_acc": acc[-1], "test_loss": 1.0, "train_acc": acc[-1], "train_loss": 1.0, "val_acc": acc[-1],
-            "val_loss": 1.0, "train_seconds": seconds[-1], "selection_seconds": 0.0, "images_backprop": images[-1],
-            "images_scored": 0, "epochs": epochs, "batch_size": 64, "keep_per_batch": keep, "seed": seed}
-    (d / "metrics.json").write_text(json.dumps({**base, **metrics}))
-    lead = (lambda first, values: [first, *values]) if start else (lambda first, values: list(values))
-    series = {"val_acc": lead(START_ACC, acc), "train_seconds": lead(0.0, seconds),
-              "images_backprop": lead(0, images), "train_acc": lead(START_ACC, acc),
-              "val_loss": lead(3.0, [1.0] * epochs), "train_loss": lead(3.0, [1.0] * epochs)}
-    if start:
-        series |= {"epoch": list(range(epochs + 1)), "test_acc": lead(START_ACC, acc)}
-    for name, values in series.items():
-        _tsv(folder, name, values)
-    kept = np.zeros((1, 64), dtype=bool)
-    kept[0, :keep] = True
-    np.savez(d / "selections.npz", batch=np.array([0]), indices=np.arange(64)[None], kept=kept)
+def write_curves(run: Path, rows: list[dict]) -> None:
+    """DVCLive's files: one TSV per metric under dvclive/plots/metrics, a line at every step that logged it
+    (the trainer logs one row per step: the epoch-0 row, budget points inside an epoch, epoch ends)."""
+    folder = run / "dvclive" / "plots" / "metrics"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in dict.fromkeys(k for row in rows for k in row):
+        lines = "".join(f"{step}\t{row[name]}\n" for step, row in enumerate(rows) if name in row)
+        (folder / f"{name}.tsv").write_text(f"step\t{name}\n{lines}")
+
+
+def epoch_rows(acc, seconds, images, val=None, val_loss=1.0) -> list[dict]:
+    """The rows of a run with no budget point inside an epoch: the epoch-0 row (the model before training,
+    nothing spent), then one row per epoch end (``acc``: test accuracy; ``val``: validation, default the same)."""
+    val = acc if val is None else val
+    rows = [{"epoch": 0, "val_loss": 3.0, "val_acc": START_ACC, "test_loss": 3.0, "test_acc": START_ACC,
+             "train_seconds": 0.0, "selection_seconds": 0.0, "images_backprop": 0, "images_scored": 0, "steps": 0}]
+    for epoch, (a, v, s, i) in enumerate(zip(acc, val, seconds, images), start=1):
+        rows.append({"epoch": epoch, "val_loss": val_loss, "val_acc": v, "test_loss": 1.0, "test_acc": a,
+                     "train_seconds": s, "selection_seconds": 0.0, "images_backprop": i, "images_scored": 0,
+                     "steps": epoch, "train_loss": 1.0, "train_acc": a})
+    return rows
+
+
+def write_run(train, dataset, method, seed, lr=LR, rows=None, acc=(0.3, 0.4, 0.5), seconds=(1.0, 2.0, 3.0),
+              images=(64, 128, 192), val=None, keep=12, batch=64, **metrics) -> Path:
+    """One rate's finished run: dvclive curves and metrics.json (final values = the last row's, as the
+    trainer writes them; ``metrics`` overrides any key)."""
+    rows = rows or epoch_rows(acc, seconds, images, val)
+    d = rate_dir(run_dir(train, dataset, method, seed), lr)
+    write_curves(d, rows)
+    last = rows[-1]
+    final = {k: last[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss", "val_acc", "val_loss",
+                                  "train_seconds", "selection_seconds", "images_backprop", "images_scored",
+                                  "steps") if k in last}
+    final |= {"best_val_acc": max(r["val_acc"] for r in rows[1:]), "epochs": round(last["epoch"]),
+              "batch_size": batch, "keep_per_batch": keep, "lr": lr, "seed": seed, "train_images": 1149,
+              "num_classes": CLASSES}
+    (d / METRICS_FILE).write_text(json.dumps({**final, **metrics}))
     return d
+
+
+def write_models(models, dataset, method, seed, lr=LR, keep=12, batch=64, dim=32) -> Path:
+    """The classifier head and logged selections the train stage moves under results/models."""
+    d = rate_dir(run_dir(models, dataset, method, seed), lr)
+    d.mkdir(parents=True)
+    torch.save({"classifier.weight": torch.randn(CLASSES, dim, generator=torch.Generator().manual_seed(seed)),
+                "classifier.bias": torch.zeros(CLASSES)}, d / HEAD_FILE)
+    kept = np.zeros((1, batch), dtype=bool)
+    kept[0, :keep] = True
+    np.savez(d / SELECTIONS_FILE, batch=np.array([0]), indices=np.arange(batch)[None], kept=kept)
+    return d
+
+
+def write_best(train, lr_root, dataset, methods, seeds, lrs=(LR,)) -> dict:
+    """best.json as stage best_lr writes it (``choose_best`` on the runs written)."""
+    summary = choose_best(dataset, list(methods), list(seeds), list(lrs), Path(train))
+    path = Path(lr_root) / dataset / "best.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def write_prepared(prepared, dataset="digits", n=200, size=16) -> None:
+    """data/prepared/<ds>: labels (balanced), splits, images and meta.json."""
+    d = Path(prepared) / dataset
+    d.mkdir(parents=True)
+    labels = np.arange(n) % CLASSES
+    np.save(d / "labels.npy", labels)
+    order = np.random.default_rng(0).permutation(n)
+    np.savez(d / "splits.npz", train=order[:n // 2], val=order[n // 2:n // 2 + n // 5],
+             test=order[n // 2 + n // 5:n - n // 10], reference=order[n - n // 10:])
+    np.save(d / "images.npy", np.random.default_rng(1).integers(0, 255, (n, size, size, 3), dtype=np.uint8))
+    (d / "meta.json").write_text(json.dumps({"classes": [str(i) for i in range(CLASSES)]}))
+
+
+def write_one_offs(roots: Roots, dataset="digits", extract=2.0, reference=(30.0, 1.0)) -> None:
+    """Stage features' probe.json (feature extraction seconds) and stage reference's metrics.json."""
+    (roots.features / dataset).mkdir(parents=True)
+    (roots.features / dataset / "probe.json").write_text(json.dumps(
+        {"backbone": "resnet50", "weights": "none", "chance": 0.1, "probe_test_acc": 0.5,
+         "probe_test_acc_random_init": 0.1, "extract_seconds": extract}))
+    (roots.reference / dataset).mkdir(parents=True)
+    (roots.reference / dataset / "metrics.json").write_text(json.dumps(
+        {"train_seconds": reference[0], "scoring_seconds": reference[1]}))
 
 
 def by_method(table):
@@ -119,12 +180,17 @@ def test_paper_yaml_holds_every_number_of_tables_1_to_16(paper, tmp_path):
 
 
 def test_tables_show_the_paper_value_ours_and_the_difference(tmp_path, paper):
-    write_run(tmp_path, "pets", "standard", 0, acc=(0.5, 0.7, 0.80), seconds=(40.0, 80.0, 120.0))
-    write_run(tmp_path, "pets", "standard", 1, acc=(0.5, 0.7, 0.90), seconds=(80.0, 160.0, 240.0))
-    write_run(tmp_path, "pets", "saln", 0, acc=(0.5, 0.6, 0.70), seconds=(15.0, 30.0, 45.0))
-    write_run(tmp_path, "pets", "random", 0, acc=(0.5, 0.55, 0.60))
+    for seed, (acc, sec) in enumerate([(0.80, 120.0), (0.90, 240.0)]):
+        write_run(tmp_path, "pets", "standard", seed, acc=(0.5, 0.7, acc), seconds=(sec / 3, 2 * sec / 3, sec))
+        # A second rate whose test accuracy is higher but whose validation accuracy is lower: never shown.
+        write_run(tmp_path, "pets", "standard", seed, lr=0.1, acc=(0.5, 0.7, 0.99), val=(0.3, 0.3, 0.3))
+        write_run(tmp_path, "pets", "saln", seed, acc=(0.5, 0.6, 0.70), seconds=(15.0, 30.0, 45.0))
+        write_run(tmp_path, "pets", "random", seed, acc=(0.5, 0.55, 0.60))
     methods = ["standard", "saln", "random"]
-    runs = collect_runs(["pets"], methods, [0, 1], tmp_path)
+    best = write_best(tmp_path, tmp_path / "lr", "pets", methods, [0, 1], [LR, 0.1])
+    assert best["methods"]["standard"]["best_lr"] == LR and best["methods"]["saln"]["best_lr"] == LR
+    runs = collect_runs(["pets"], methods, [0, 1], tmp_path, tmp_path / "lr")
+    assert {(r["method"], r["lr"]) for r in runs} == {(m, LR) for m in methods} and len(runs) == 6
     ours = ours_header(make_regime(["pets"], methods), "pets", paper.setting, paper.dataset_name("pets"))
     assert ours == "ours (16 px, 3 epochs, ResNet-18 from scratch)"
     tables = {t.name: t for t in build_tables(runs, paper, "pets", methods, ours)}
@@ -140,14 +206,14 @@ def test_tables_show_the_paper_value_ours_and_the_difference(tmp_path, paper):
     text = table_markdown(tables["test_accuracy"])
     assert "Table 3 (saln vs standard)" in tables["test_accuracy"].title and "Table 7" in tables["test_accuracy"].title
     assert "| standard | 82.02 | 85.00 ± 7.07 (n=2) | +2.98 |" in text
-    assert f"| random | {NOT_IN_PAPER} | 60.00 ± 0.00 (n=1) | — |" in text
+    assert f"| random | {NOT_IN_PAPER} | 60.00 ± 0.00 (n=2) | — |" in text
     assert "| jest | 87.55 | not run | not run |" in text
     assert f"test: {ours}, mean ± std (n)" in text and "not available" not in text
 
     # Training time: our seconds and the ratio to standard beside the paper's minutes and ratio.
     time = table_markdown(tables["training_time"])
     assert "Table 4" in tables["training_time"].title and "Table 8" in tables["training_time"].title
-    assert f"| saln | 6.31 | {6.31 / 24.48:.3f} | 45.00 ± 0.00 (n=1) | {45 / 180:.3f} | " \
+    assert f"| saln | 6.31 | {6.31 / 24.48:.3f} | 45.00 ± 0.00 (n=2) | {45 / 180:.3f} | " \
            f"{45 / 180 - 6.31 / 24.48:+.3f} |" in time
     write_csv(tables["training_time"], tmp_path / "t.csv")
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "t.csv").open())}
@@ -157,7 +223,8 @@ def test_tables_show_the_paper_value_ours_and_the_difference(tmp_path, paper):
 
 def test_a_dataset_without_paper_values_shows_ours_alone(tmp_path, paper):
     write_run(tmp_path, "digits", "standard", 0)
-    runs = collect_runs(["digits"], ["standard"], [0], tmp_path)
+    write_best(tmp_path, tmp_path / "lr", "digits", ["standard"], [0])
+    runs = collect_runs(["digits"], ["standard"], [0], tmp_path, tmp_path / "lr")
     digits = build_tables(runs, paper, "digits", ["standard"], "ours (digits, 16 px)")[2]
     assert not digits.with_paper and [m for m, _ in digits.rows] == ["standard"]
     assert table_markdown(digits).splitlines()[0] == "| method | test: ours (digits, 16 px), mean ± std (n) |"
@@ -167,14 +234,30 @@ def test_a_dataset_without_paper_values_shows_ours_alone(tmp_path, paper):
     assert by_method(cifar)["standard"][0].paper == 85.54
 
 
+def test_runs_are_collected_at_each_methods_best_rate_only(tmp_path):
+    """collect_runs reads best.json: a method best_lr has not judged (a seed missing at every rate) is left out."""
+    for seed in (0, 1):
+        write_run(tmp_path, "digits", "standard", seed, lr=0.01, acc=(0.3, 0.4, 0.5))
+        write_run(tmp_path, "digits", "standard", seed, lr=0.03, acc=(0.3, 0.4, 0.6))
+    write_run(tmp_path, "digits", "saln", 0, lr=0.01)   # seed 1 never finished
+    summary = write_best(tmp_path, tmp_path / "lr", "digits", ["standard", "saln"], [0, 1], [0.01, 0.03])
+    assert summary["methods"]["standard"]["best_lr"] == 0.03 and summary["methods"]["saln"]["best_lr"] is None
+    runs = collect_runs(["digits"], ["standard", "saln"], [0, 1], tmp_path, tmp_path / "lr")
+    assert sorted((r["method"], r["seed"], r["test_acc"]) for r in runs) == [("standard", 0, 0.6),
+                                                                           ("standard", 1, 0.6)]
+    assert all(Path(r["dir"]) == rate_dir(run_dir(tmp_path, "digits", "standard", r["seed"]), 0.03) for r in runs)
+    assert collect_runs(["digits"], ["standard"], [0, 1], tmp_path, tmp_path / "no_lr") == []  # before best_lr
+
+
 def test_regime_from_params_and_the_ours_header(paper):
     params = {"data": {"names": ["cifar10_subset"], "sources": {"cifar10_subset": {"kind": "npz", "image_size": 32}}},
-              "train": {"methods": {"baselines": ["standard"], "spectral": ["saln"]}, "seeds": [0, 1], "epochs": 3, "lr": 0.01,
-                        "filter_ratio": 0.8, "log_batches": [0]},
+              "train": {"methods": {"baselines": ["standard"], "spectral": ["saln"]}, "seeds": [0, 1], "epochs": 3,
+                        "lrs": [0.003, 0.01], "filter_ratio": 0.8, "log_batches": [0]},
               "model": {"arch": "efficientnet_lite0", "weights": "none"},
               "features": {"backbone": "efficientnet_lite0", "weights": "imagenet"}, "prune": {"keep_fraction": 0.5}}
     regime = regime_from_params(params)
     assert regime.image_sizes == {"cifar10_subset": 32} and regime.keep_fraction == 0.5
+    assert regime.lrs == [0.003, 0.01]
     header = ours_header(regime, "cifar10_subset", paper.setting, paper.dataset_name("cifar10_subset"))
     assert header == "ours (CIFAR-10 subset, 32 px, 3 epochs, EfficientNet-Lite0 from scratch)"
     paper_like = regime_from_params({**params, "train": {**params["train"], "epochs": 25},
@@ -182,6 +265,8 @@ def test_regime_from_params_and_the_ours_header(paper):
     assert ours_header(paper_like, "cifar10_subset", paper.setting, "CIFAR-10") == "ours (CIFAR-10 subset, 32 px)"
     with pytest.raises(SalnError, match="model.weights is missing"):
         regime_from_params({**params, "model": {"arch": "resnet18"}})
+    with pytest.raises(SalnError, match="train.lrs"):
+        regime_from_params({**params, "train": {**params["train"], "lrs": []}})
 
 
 def test_markdown_table_is_the_one_writer():
@@ -194,138 +279,82 @@ def test_markdown_table_is_the_one_writer():
             assert '"|---' not in path.read_text() and "'|---" not in path.read_text(), path.name
 
 
-# --- Curves and verdicts at equal budgets ---------------------------------------------------------
+# --- Curves ---------------------------------------------------------------------------------------
 
 
 def test_history_reads_current_and_old_logs(tmp_path):
-    new = read_history(write_run(tmp_path, "d", "m", 0, start=True))
-    assert new.has_start and list(new.epoch) == [0, 1, 2, 3]
+    rows = epoch_rows((0.3, 0.4, 0.5), (1.0, 2.0, 3.0), (64, 128, 192))
+    # A budget point inside epoch 1 (half-way: 32 images), logged between the epoch-0 row and epoch 1's end.
+    rows.insert(1, {"epoch": 0.5, "val_loss": 2.0, "val_acc": 0.2, "test_loss": 2.0, "test_acc": 0.25,
+                    "train_seconds": 0.5, "selection_seconds": 0.0, "images_backprop": 32, "images_scored": 0,
+                    "steps": 1})
+    new = read_history(write_run(tmp_path, "d", "m", 0, rows=rows))
+    assert new.has_start and list(new.epoch) == [0, 0.5, 1, 2, 3]
     x, y = new.series("images_backprop", "test_acc")
-    assert list(x) == [0, 64, 128, 192] and list(y) == [START_ACC, 0.3, 0.4, 0.5]
-    old = read_history(write_run(tmp_path, "d", "m", 1, start=False))
+    assert list(x) == [0, 32, 64, 128, 192] and list(y) == [START_ACC, 0.25, 0.3, 0.4, 0.5]
+    assert list(new.series("epoch", "train_acc")[0]) == [1, 2, 3]   # logged at epoch ends only
+    ends = epoch_ends(new)
+    assert list(ends.epoch) == [0, 1, 2, 3] and list(ends.series("epoch", "test_acc")[1]) == [START_ACC, 0.3, 0.4, 0.5]
+
+    # An old run: no epoch-0 row, no ``epoch`` series, no test accuracy per epoch (step k is epoch k + 1).
+    old_dir = tmp_path / "old"
+    write_curves(old_dir, [{"val_acc": a, "images_backprop": i, "train_seconds": s}
+                           for a, i, s in ((0.3, 64, 1.0), (0.4, 128, 2.0), (0.5, 192, 3.0))])
+    old = read_history(old_dir)
     assert not old.has_start and list(old.epoch) == [1, 2, 3]
     assert not len(old.series("epoch", "test_acc")[0]) and list(old.series("epoch", "val_acc")[1]) == [0.3, 0.4, 0.5]
 
 
-def test_budget_is_the_smaller_final_cost_and_curves_are_interpolated_per_seed(tmp_path):
-    assert value_at(np.array([0.0, 10.0]), np.array([0.0, 1.0]), 2.5) == pytest.approx(0.25)
-    assert value_at(np.array([5.0, 10.0]), np.array([0.0, 1.0]), 2.5) is None
-    a = [read_history(write_run(tmp_path, "d", "a", s, acc=(0.5, 0.6, 0.7), seconds=(s + 1.0, 4.0, 6.0)))
-         for s in (0, 1)]
-    b = [read_history(write_run(tmp_path, "d", "b", 0, acc=(0.2, 0.4, 0.6), seconds=(2.0, 3.0, 5.0)))]
-    r = at_budget(a, b, "train_seconds", "test_acc")
-    assert r.budget == 5.0   # b's final seconds, below a's
-    assert r.a.mean == pytest.approx(0.65) and r.a.n == 2 and r.b.mean == pytest.approx(0.6)
+# --- The paper's pairings and the abstract's claims -----------------------------------------------
 
 
-def _pair(tmp_path, standard, saln, seeds=(0, 1, 2), **common):
-    """Write standard and saln runs: ``standard`` / ``saln`` map run keyword -> one value per seed."""
-    for method, spec in (("standard", standard), ("saln", saln)):
-        for i, seed in enumerate(seeds):
-            write_run(tmp_path, "digits", method, seed, **{k: v[i] for k, v in spec.items()}, **common)
-    runs = collect_runs(["digits"], ["standard", "saln", "random", "jest"], list(seeds), tmp_path)
-    return runs, group_runs(runs)
+def _finals(tmp_path, dataset, spec, seeds=(0, 1, 2), lr_root=None):
+    """Write runs whose final test accuracy, seconds and images are ``spec[method]`` = (accs, seconds,
+    images, keep), one value per seed, plus best.json; returns the collected runs."""
+    for method, (accs, seconds, images, keep) in spec.items():
+        for seed, acc, sec, img in zip(seeds, accs, seconds, images):
+            write_run(tmp_path, dataset, method, seed, acc=(0.3, 0.4, acc), seconds=(sec / 3, 2 * sec / 3, sec),
+                      images=(img // 3, 2 * img // 3, img), keep=keep)
+    lr_root = lr_root or tmp_path / "lr"
+    write_best(tmp_path, lr_root, dataset, list(spec), seeds)
+    return collect_runs([dataset], list(spec), list(seeds), tmp_path, lr_root)
 
 
-def test_a_difference_inside_the_spread_is_a_tie(tmp_path):
+def test_pairings_put_our_gain_and_speedup_beside_the_papers(tmp_path, paper):
     assert two_se(1.0, 0.4) == WIN and two_se(-1.0, 0.4) == LOSS and two_se(1.0, 0.6) == TIE
-    same = {"seconds": [(1.0, 2.0, 3.0)] * 3, "images": [(64, 128, 192)] * 3}
-    runs, groups = _pair(tmp_path, {"acc": [(0.3, 0.4, 0.50), (0.3, 0.5, 0.60), (0.3, 0.6, 0.70)], **same},
-                         {"acc": [(0.3, 0.5, 0.55), (0.3, 0.6, 0.65), (0.3, 0.4, 0.52)], **same})
-    accuracy = claim_rows(groups)[0]
-    assert (accuracy.spec.number, accuracy.baseline) == (1, "standard")
-    assert [c.outcome for c in accuracy.cells] == [TIE, TIE, TIE]
-    assert accuracy.verdict == "tie (within 2 SE)"
-    assert "-2.67 ± " in accuracy.cells[0].text and "(n=3 vs 3)" in accuracy.cells[0].text
-    c = compare(runs, "digits", "saln", "standard")
-    assert c.acc_gain == pytest.approx(-8 / 3) and abs(c.acc_gain) < 2 * c.acc_gain_se
+    standard, saln = (0.50, 0.60, 0.70), (0.55, 0.65, 0.52)
+    runs = _finals(tmp_path, "pets", {"standard": (standard, (3.0,) * 3, (192,) * 3, 64),
+                                      "saln": (saln, (1.0,) * 3, (39,) * 3, 12)})
+    c = compare(runs, "pets", "saln", "standard")
+    gain = 100 * (np.mean(saln) - np.mean(standard))
+    se = 100 * math.sqrt(np.var(saln, ddof=1) / 3 + np.var(standard, ddof=1) / 3)
+    assert c.acc_gain == pytest.approx(gain) and c.acc_gain_se == pytest.approx(se)
+    assert abs(c.acc_gain) < 2 * c.acc_gain_se   # inside the spread: a tie by the 2-SE rule
+    assert c.time_speedup == pytest.approx(3.0) and c.image_speedup == pytest.approx(192 / 39)
+    assert c.bound == pytest.approx(64 / 12) and c.n == (3, 3)
 
-
-def test_a_win_at_equal_epochs_that_is_a_loss_at_equal_seconds_reads_mixed(tmp_path):
-    # SALN ends more accurate after the same epochs but spends three times the seconds on them.
-    noise = (0.0, 0.01, -0.01)
-    standard = {"acc": [(0.5 + e, 0.6 + e, 0.7 + e) for e in noise], "seconds": [(1.0, 2.0, 3.0)] * 3,
-                "images": [(64, 128, 192)] * 3}
-    saln = {"acc": [(0.6 + e, 0.7 + e, 0.8 + e) for e in noise], "seconds": [(3.0, 6.0, 9.0)] * 3,
-            "images": [(13, 26, 39)] * 3}
-    _, groups = _pair(tmp_path, standard, saln)
-    rows = {(r.spec.number, r.baseline): r for r in claim_rows(groups)}
-    accuracy = rows[1, "standard"]
-    assert [c.outcome for c in accuracy.cells] == [WIN, WIN, LOSS]
-    assert accuracy.verdict == "mixed: win at equal epochs; win at equal images; loss at equal seconds"
-    assert "+10.00 ± " in accuracy.cells[0].text
-    # At 39 images standard is read between its epoch-0 row and epoch 1; at 3 s it has finished.
-    assert f"{100 * (0.8 - (START_ACC + (0.5 - START_ACC) * 39 / 64)):+.2f}" in accuracy.cells[1].text
-    assert "-10.00 ± " in accuracy.cells[2].text and "at 3 training seconds" in accuracy.cells[2].text
-    speed = rows[2, "standard"]
-    assert [c.outcome for c in speed.cells] == [LOSS, LOSS, LOSS] and speed.verdict == "contradicted"
-    # Methods that did not run are not tested, and say how to run them.
-    assert rows[1, "random"].verdict == "not tested" and "add it to train.methods" in rows[3, "jest"].cells[0].text
-
-
-def test_old_runs_without_the_epoch_0_row_skip_budgets_below_their_first_point(tmp_path):
-    _, groups = _pair(tmp_path, {"images": [(64, 128, 192)] * 2}, {"images": [(13, 26, 39)] * 2}, seeds=(0, 1),
-                      start=False)
-    accuracy = claim_rows(groups)[0]
-    assert accuracy.cells[1].outcome is None and "no seed of the baseline" in accuracy.cells[1].text
-    assert accuracy.cells[0].outcome is not None and "not measured at equal images" in accuracy.verdict
-    notes = " ".join(data_notes(groups))
-    assert "validation accuracy" in notes and "epoch-0 row" in notes
-    assert overall(accuracy.cells[:0]) == "not tested"
-    runs = [r for g in groups.values() for r in g.runs]
-    notes = dataset_section(runs, load_paper(), make_regime(epochs=5), "digits", groups).notes
-    assert any("trained 3 epochs but params say train.epochs = 5" in note for note in notes)
+    rows = pair_rows(runs, paper, "pets")
+    assert [(r.method, r.baseline) for r in rows] == [("saln", "standard"), ("saln", "jest")]
+    assert rows[0].paper_gain == pytest.approx(86.80 - 82.02)
+    assert rows[0].paper_speedup == pytest.approx(24.48 / 6.31)
+    assert rows[1].ours is None and rows[1].ours_note == NOT_RUN
+    text = pairs_markdown(rows, "ours", with_paper=True)
+    assert (f"| saln vs standard | +4.78 | {gain:+.2f} ± {se:.2f} (n=3 vs 3) | {gain - 4.78:+.2f} | "
+            f"{24.48 / 6.31:.2f} | 3.00 | {3.0 - 24.48 / 6.31:+.2f} | {192 / 39:.2f} | {64 / 12:.2f} |") in text
+    assert f"| saln vs jest | {paper.value('pets', 'saln', 'test_acc') - 87.55:+.2f} | not run | not run |" in text
+    alone = pairs_markdown(pair_rows(runs, paper, "digits", dataset_ran=False), "ours", with_paper=False)
+    assert "paper" not in alone and "dataset not run" in alone
 
 
 def test_headline_claims_use_the_paper_tables_and_the_back_prop_bound(tmp_path, paper):
-    runs, _ = _pair(tmp_path, {"acc": [(0.5, 0.6, 0.70), (0.5, 0.6, 0.72)], "seconds": [(30, 60, 100.0)] * 2},
-                    {"acc": [(0.5, 0.7, 0.80), (0.5, 0.7, 0.82)], "seconds": [(10, 20, 25.0)] * 2}, seeds=(0, 1),
-                    keep=16)
+    runs = _finals(tmp_path, "digits", {"standard": ((0.70, 0.72), (100.0, 100.0), (192, 192), 64),
+                                        "saln": ((0.80, 0.82), (25.0, 25.0), (48, 48), 16)}, seeds=(0, 1))
     speed, gain = headline_claims(runs, paper, ["digits"], filter_ratio=0.75)
     assert speed.paper_shows == "3.88× (Oxford-IIIT Pet, Table 4)" and speed.verdict == NOT_SUPPORTED
     assert "filter_ratio ≥ 0.875" in speed.note   # 8x is beyond the 4x back-prop bound
+    assert "4.00× by seconds" in speed.measured
     assert gain.paper_shows == "4.78 pp (Oxford-IIIT Pet, Table 3)" and gain.verdict == SUPPORTED
-
-
-# --- Each method at its own best learning rate ----------------------------------------------------
-
-
-def write_best(tmp_path, dataset="digits"):
-    """best.json as the sweep stage writes it, with its runs (absolute dirs) and one diverged lr."""
-    runs = {}
-    for method, best_acc, common_acc in (("standard", 0.60, 0.50), ("saln", 0.70, 0.40), ("random", 0.55, 0.45)):
-        entry = {}
-        for lr, acc in (("0.03", best_acc), ("0.01", common_acc)):
-            root = tmp_path / "sweep" / f"lr{lr}"
-            entry[lr] = [str(write_run(root, dataset, method, s, acc=(0.3, 0.4, acc + 0.01 * s)))
-                         for s in (0, 1)]
-        diverged = tmp_path / "sweep" / "lr0.1" / dataset / method / "seed0"
-        diverged.mkdir(parents=True)
-        (diverged / "diverged.json").write_text("{}")
-        entry["0.1"] = [str(diverged)]
-        runs[method] = {"best_lr": 0.03, "val_acc": {"0.01": 0.5, "0.03": 0.6, "0.1": None},
-                        "diverged": ["0.1"], "runs": entry}
-    best = {"dataset": dataset, "common_lr": 0.01, "lrs": [0.01, 0.03, 0.1], "methods": runs}
-    path = tmp_path / "lr" / dataset / "best.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(best))
-
-
-def test_best_lr_section_when_the_sweep_is_off_and_on(tmp_path):
-    (tmp_path / "tables").mkdir()
-    lines, csv_files = lr_section(["digits"], 0.01, tmp_path / "tables", tmp_path / "lr")
-    assert csv_files == [] and any("sweep is off" in line and "sweep.lrs=[0.003,0.03]" in line for line in lines)
-
-    write_best(tmp_path)
-    lines, csv_files = lr_section(["digits"], 0.01, tmp_path / "tables", tmp_path / "lr", tmp_path)
-    text = "\n".join(lines)
-    assert "| saln | 0.03 | 70.50 ± 0.71 (n=2) | 40.50 ± 0.71 (n=2) | 0.1 |" in text
-    assert "sweep is off" not in text
-    claims = text[text.index("Claims with every method at its own best lr"):]
-    assert "| 1. SALN reaches higher accuracy than standard training | saln vs standard | +10.00 ± 0.71 pp" in claims
-    assert "saln vs random (control)" in claims and "`jest` has no finished run" in claims
-    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "tables" / csv_files[0]).open())}
-    assert float(rows["standard"]["test_acc_best_mean"]) == pytest.approx(0.605) and rows["saln"]["n_best"] == "2"
+    assert "+10.00 ± " in gain.measured   # 10 pp, more than 2 SE above the 5 pp target
 
 
 # --- Figures --------------------------------------------------------------------------------------
@@ -352,20 +381,30 @@ def test_every_method_keeps_one_colour_and_marker():
 # --- The whole report -----------------------------------------------------------------------------
 
 
+def write_tree(roots: Roots, methods, seeds=(0, 1), lrs=(LR,), dataset="digits", acc=None, val=None):
+    """A results tree for ``methods``: runs at every rate with their heads and selections, best.json,
+    prepared data and the one-off costs. ``acc(method, seed, lr)`` gives the three epochs' test accuracy,
+    ``val(method, seed, lr)`` the validation accuracy (None: the same as the test accuracy)."""
+    acc = acc or (lambda method, seed, lr: (0.3, 0.4, 0.5 + 0.01 * seed))
+    val = val or (lambda method, seed, lr: None)
+    for method in methods:
+        keep = 64 if method == "standard" else 12
+        for seed in seeds:
+            for lr in lrs:
+                write_run(roots.train, dataset, method, seed, lr=lr, keep=keep, acc=acc(method, seed, lr),
+                          val=val(method, seed, lr), images=tuple(e * 17 * keep for e in (1, 2, 3)))
+                write_models(roots.models, dataset, method, seed, lr=lr, keep=keep)
+    write_best(roots.train, roots.lr, dataset, methods, seeds, lrs)
+    write_prepared(roots.prepared, dataset)
+    write_one_offs(roots, dataset)
+
+
 def test_build_report_writes_markdown_csv_and_pngs(tmp_path, paper):
     roots = make_roots(tmp_path)
-    for method, keep in [("standard", 64), ("random", 12), ("saln", 12)]:
-        for seed in (0, 1):
-            d = write_run(roots.train, "digits", method, seed, keep=keep, acc=(0.3, 0.4, 0.5 + 0.01 * seed))
-            torch.save({"conv_head.weight": torch.zeros(8, 4, 1, 1), "classifier.weight": torch.randn(10, 32),
-                        "classifier.bias": torch.zeros(10)}, d / "model.pt")
-    (roots.prepared / "digits").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    np.save(roots.prepared / "digits" / "images.npy", rng.integers(0, 255, (100, 16, 16, 3), dtype=np.uint8))
-    (roots.prepared / "digits" / "meta.json").write_text(json.dumps({"classes": [str(i) for i in range(10)]}))
-
+    write_tree(roots, ["standard", "random", "saln"])
     regime = make_regime(methods=["standard", "random", "saln"], log_batches=[0, 3], arch="efficientnet_lite0")
-    build_report(regime, roots, paper)
+    runs = build_report(regime, roots, paper)
+    assert len(runs) == 6
 
     report = (roots.out / "report.md").read_text()
     for number in range(1, 17):
@@ -374,10 +413,11 @@ def test_build_report_writes_markdown_csv_and_pngs(tmp_path, paper):
     assert "Table 7 prints JEST's Pet test accuracy (87.55%) above SALN's" in report
     assert "| standard | 82.02 | dataset not run | dataset not run |" in report      # Pet, Table 3
     assert "`digits` has no paper values: ours are shown alone" in report
-    assert "(a) equal epochs (final epoch)" in report and "saln vs random (control)" in report
+    assert "(a) equal epochs: test acc (pp)" in report and "| saln vs random |" in report
+    assert "`jest` has no finished run" in report   # not in train.methods: no verdict against it
     assert "learner EfficientNet-Lite0 from scratch; SALN features ResNet-50" in report
     assert "ours (digits, 16 px, 3 epochs, EfficientNet-Lite0 from scratch)" in report
-    assert "The learning-rate sweep is off" in report
+    assert "#### Rates" in report and "#### Time to target" in report and "#### All-in cost" in report
     assert "classifier layer (`classifier.weight`)" in report and "fc-layer" not in report
     names = {p.name for p in (roots.out / "figures").glob("*.png")}
     assert {"digits_curves_saln.png", "digits_time_to_accuracy.png", "digits_batch0.png",
@@ -387,34 +427,48 @@ def test_build_report_writes_markdown_csv_and_pngs(tmp_path, paper):
         assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 1000
         assert f"figures/{name}" in report
     assert "batch 3 was not logged" in report
-    for name in ("digits_test_accuracy.csv", "digits_claims.csv", "pets_pairings.csv", "cifar10_training_time.csv"):
+    # standard keeps every image, so only the selectors appear in the batch grid
+    assert "the images each method selected (random, saln)" in report
+    for name in ("digits_test_accuracy.csv", "digits_time_to_target.csv", "digits_all_in_cost.csv",
+                 "pets_pairings.csv", "cifar10_training_time.csv"):
         assert (roots.out / "tables" / name).is_file() and f"tables/{name}" in report
     assert "| saln |" in (roots.out / "metrics.md").read_text()
+    assert "## Why SALN keeps what it keeps" not in report   # stage diagnostics has not run
 
 
 def test_build_report_without_any_runs(tmp_path, paper):
     roots = make_roots(tmp_path)
+    write_prepared(roots.prepared)   # stage prepare runs before any training
     build_report(make_regime(), roots, paper)
     report = (roots.out / "report.md").read_text()
     assert "No finished run on digits" in report and "**not tested**" in report
+    assert "`saln` has no finished run" in report and "No time-to-target table" in report
     assert "## Beyond the paper: uncertainty, pruning and active learning" in report
     assert "stage `train` has not run" in report
     assert "stage `active` has not run for this dataset" in report
     assert "stage `prune` has not run for this dataset" in report
 
 
-def test_stage_takes_the_output_folder(tmp_path):
+def test_stage_takes_the_output_folder_and_every_root(tmp_path):
     params = {"data": {"names": ["digits"], "sources": {"digits": {"kind": "digits", "image_size": 16}}},
-              "train": {"methods": {"baselines": ["standard"], "spectral": ["saln"]}, "seeds": [0], "epochs": 3, "lr": 0.01, "filter_ratio": 0.8,
-                        "log_batches": [0]}, "model": {"arch": "resnet18", "weights": "none"},
-              "features": {"backbone": "resnet50", "weights": "none"}}
+              "train": {"methods": {"baselines": ["standard"], "spectral": ["saln"]}, "seeds": [0], "epochs": 3,
+                        "lrs": [0.01], "filter_ratio": 0.8, "log_batches": [0]},
+              "model": {"arch": "resnet18", "weights": "none"}, "features": {"backbone": "resnet50", "weights": "none"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--out", "reports/digits_only"],
+    write_prepared(tmp_path / "data" / "prepared")
+    roots = {"train": "results/train", "models": "results/models", "lr": "results/lr",
+             "diagnostics": "results/diagnostics", "features": "results/features", "reference": "results/reference",
+             "prune": "results/prune", "active": "results/active", "prepared": "data/prepared"}
+    args = [a for name, path in roots.items() for a in (f"--{name}", path)]
+    done = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--out", "reports/digits_only", *args],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = (tmp_path / "reports" / "digits_only" / "report.md").read_text()
-    assert "`python stages/report.py --out reports/digits_only`" in report
+    assert "`dvc repro report`" in report and "learning rates 0.01 (each method at its best" in report
     assert (tmp_path / "reports" / "digits_only" / "metrics.md").is_file()
+    missing = subprocess.run([sys.executable, str(ROOT / "stages" / "report.py"), "--out", "reports/x"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "--train" in missing.stderr
 
 
 def _project_imports(path: Path) -> set[str]:
@@ -427,15 +481,25 @@ def _project_imports(path: Path) -> set[str]:
     return found
 
 
-def test_the_report_imports_only_the_config_helpers_and_itself():
-    """The report stage must not depend on code being refactored (selection, train, backbones)."""
+def test_the_report_imports_only_config_layout_rate_and_cost_helpers_and_itself():
+    """The report reads results; it must not depend on the training code (train, data, backbones). Outside
+    saln.report it uses the config helpers, the results layout, train.lrs' reader and the cost accounting
+    (which asks the selector registry which one-off work a method needs)."""
     allowed = {"saln.config.load_params", "saln.config.require", "saln.config.number", "saln.config.seeds",
                "saln.config.dataset_names", "saln.config.listed_methods", "saln.config.batch_numbers",
-               "saln.errors.SalnError", "saln.errors.one_line_errors"}
+               "saln.errors.SalnError", "saln.errors.one_line_errors", "saln.rates.learning_rates"}
+    allowed_modules = ("saln.layout.", "saln.costs.")
     paths = [ROOT / "stages" / "report.py", *(ROOT / "saln" / "report").glob("*.py")]
     for path in paths:
-        outside = {name for name in _project_imports(path) if not name.startswith("saln.report")} - allowed
+        outside = {name for name in _project_imports(path) if not name.startswith("saln.report")
+                   and not name.startswith(allowed_modules)} - allowed
         assert not outside, f"{path.name} imports {outside}"
+    loaded = subprocess.run([sys.executable, "-c", "import sys, saln.report.build; "
+                             "print(' '.join(m for m in sys.modules if m.startswith('saln')))"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    modules = set(loaded.stdout.split())
+    assert "saln.report.build" in modules and not {"saln.train", "saln.data", "saln.backbones"} & modules
 
 
 # --- Beyond the paper: uncertainty selectors, pruning, active learning -----------------------------
@@ -475,15 +539,16 @@ def write_prune(root, dataset="digits", keep_fraction=0.5):
 
 
 def test_beyond_methods_table_groups_methods_and_aggregates_seeds(tmp_path):
-    write_run(tmp_path, "digits", "standard", 0, test_acc=0.80, train_seconds=10.0, images_backprop=400,
-              train_images=100)
-    write_run(tmp_path, "digits", "standard", 1, test_acc=0.90, train_seconds=20.0, images_backprop=400,
-              train_images=100)
-    write_run(tmp_path, "digits", "saln", 0, test_acc=0.70, images_backprop=80, train_images=100)
-    write_run(tmp_path, "digits", "random", 0, test_acc=0.60, train_images=100)
-    write_run(tmp_path, "digits", "maxent", 0, test_acc=0.65, images_scored=400, train_images=100)
-    write_run(tmp_path, "digits", "prune_easy", 0, test_acc=0.50, images_backprop=200, train_images=50)
-    runs = collect_runs(["digits"], BEYOND_METHODS, [0, 1], tmp_path)
+    for seed, (acc, sec) in enumerate([(0.80, 10.0), (0.90, 20.0)]):
+        write_run(tmp_path, "digits", "standard", seed, test_acc=acc, train_seconds=sec, images_backprop=400,
+                  train_images=100)
+        write_run(tmp_path, "digits", "saln", seed, test_acc=0.70, images_backprop=80, train_images=100)
+        write_run(tmp_path, "digits", "random", seed, test_acc=0.60, train_images=100)
+        write_run(tmp_path, "digits", "maxent", seed, test_acc=0.65, images_scored=400, train_images=100)
+        write_run(tmp_path, "digits", "prune_easy", seed, test_acc=0.50, images_backprop=200, train_images=50)
+    ran = ["standard", "saln", "random", "maxent", "prune_easy"]
+    write_best(tmp_path, tmp_path / "lr", "digits", ran, [0, 1])
+    runs = collect_runs(["digits"], BEYOND_METHODS, [0, 1], tmp_path, tmp_path / "lr")
 
     rows = beyond.method_rows(runs, "digits", BEYOND_METHODS, ["standard", "saln", "jest"])
     assert [(r.group, r.method) for r in rows] == [
@@ -498,7 +563,7 @@ def test_beyond_methods_table_groups_methods_and_aggregates_seeds(tmp_path):
     text = beyond.methods_markdown(rows)
     assert "| paper method | standard | nothing (every image) | 85.00 ± 7.07 (n=2) | 15.0 ± 7.1 (n=2) | " \
            "400 ± 0 (n=2) |" in text
-    assert "| beyond the paper | prune_easy | a subset, once | 50.00 ± 0.00 (n=1) |" in text
+    assert "| beyond the paper | prune_easy | a subset, once | 50.00 ± 0.00 (n=2) |" in text
 
     beyond.write_methods_csv("digits", rows, tmp_path / "m.csv")
     lines = list(csv.DictReader((tmp_path / "m.csv").open()))
@@ -546,10 +611,12 @@ def test_pruning_table_and_resnet_points(tmp_path):
     got = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert float(got[1]["linear_probe_test_acc_easy"]) == pytest.approx(0.7) and got[0]["auto_mode"] == "easy"
 
+    train = tmp_path / "train"
     for seed, acc in enumerate([0.4, 0.6]):
-        write_run(tmp_path / "train", "digits", "prune_hard", seed, test_acc=acc, train_images=50)
-    write_run(tmp_path / "train", "digits", "saln", 0)
-    runs = collect_runs(["digits"], BEYOND_METHODS, [0, 1], tmp_path / "train")
+        write_run(train, "digits", "prune_hard", seed, test_acc=acc, train_images=50)
+        write_run(train, "digits", "saln", seed)
+    write_best(train, tmp_path / "lr", "digits", ["prune_hard", "saln"], [0, 1])
+    runs = collect_runs(["digits"], BEYOND_METHODS, [0, 1], train, tmp_path / "lr")
     points = beyond.resnet_points(runs, "digits", BEYOND_METHODS)
     assert list(points) == ["prune_hard"]
     assert points["prune_hard"][0].mean == pytest.approx(0.5) and points["prune_hard"][0].n == 2
@@ -567,24 +634,21 @@ def test_missing_or_broken_stage_outputs_are_reported_not_raised(tmp_path):
 
 def test_build_report_writes_the_beyond_paper_section_and_figures(tmp_path, paper):
     roots = make_roots(tmp_path)
-    train, out = roots.train, roots.out
-    for method in ["standard", "saln", "maxent", "prune_easy", "prune_hard"]:
-        for seed in (0, 1):
-            write_run(train, "digits", method, seed, test_acc=0.5 + 0.1 * seed,
-                      train_images=50 if method.startswith("prune_") else 100)
-    write_active(tmp_path / "active")
-    write_prune(tmp_path / "prune", keep_fraction=0.4)  # stale: params say 0.5
+    methods = ["standard", "saln", "maxent", "prune_easy", "prune_hard"]
+    write_tree(roots, methods, acc=lambda method, seed, lr: (0.3, 0.4, 0.5 + 0.1 * seed))
+    write_active(roots.active)
+    write_prune(roots.prune, keep_fraction=0.4)  # stale: params say 0.5
 
     build_report(make_regime(methods=BEYOND_METHODS, keep_fraction=0.5), roots, paper)
 
-    report = (out / "report.md").read_text()
+    report = (roots.out / "report.md").read_text()
     section = report[report.index("## Beyond the paper"):report.index("## Tables as CSV")]
     for name in ("digits_active_learning.png", "digits_pruning_curve.png"):
-        png = out / "figures" / name
+        png = roots.out / "figures" / name
         assert png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 1000
         assert f"](figures/{name})" in section
     for name in ("digits_beyond_methods.csv", "digits_active_learning.csv", "digits_pruning_curve.csv"):
-        assert (out / "tables" / name).is_file() and f"tables/{name}" in report
+        assert (roots.out / "tables" / name).is_file() and f"tables/{name}" in report
     assert "| beyond the paper | prune_hard | a subset, once | 55.00 ± 7.07 (n=2) |" in section
     assert "#### Every method of the train matrix (ResNet-18 from scratch)" in section
     assert "Not run on digits: random, jest." in section
@@ -592,14 +656,62 @@ def test_build_report_writes_the_beyond_paper_section_and_figures(tmp_path, pape
 
 
 def test_build_report_survives_malformed_stage_outputs(tmp_path, paper):
-    for stage, name in [("active", "curves.json"), ("prune", "summary.json")]:
-        (tmp_path / stage / "digits").mkdir(parents=True)
-        (tmp_path / stage / "digits" / name).write_text(json.dumps({"strategies": {"x": {"labels": [1]}}}))
-    build_report(make_regime(methods=["standard"], seeds=[0]), make_roots(tmp_path), paper)
-    report = (tmp_path / "reports" / "report.md").read_text()
+    roots = make_roots(tmp_path)
+    write_prepared(roots.prepared)
+    for root, name in [(roots.active, "curves.json"), (roots.prune, "summary.json")]:
+        (root / "digits").mkdir(parents=True)
+        (root / "digits" / name).write_text(json.dumps({"strategies": {"x": {"labels": [1]}}}))
+    build_report(make_regime(methods=["standard"], seeds=[0]), roots, paper)
+    report = (roots.out / "report.md").read_text()
     assert "No active-learning results" in report and "curves.json` is malformed" in report
     assert "No pruning curve" in report and "summary.json` is malformed" in report
-    assert not list((tmp_path / "reports" / "figures").glob("*.png"))
+    assert not list((roots.out / "figures").glob("*.png"))
+
+
+# --- Why SALN keeps what it keeps: the diagnostics section ---------------------------------------
+
+
+def write_diagnostics(root, dataset="digits"):
+    """diagnostics.json as stage diagnostics writes it, reduced to what the section reads: one spectral
+    selector, the random control and standard (whole batches), no Jaccard matrix and no atlas."""
+    summary = lambda mean, std: {"mean": mean, "std": std, "n": 2}  # noqa: E731
+    methods = {
+        "standard": {"kind": "whole_batch", "batches": 2, "degree_rank": summary(31.5, 0.0),
+                     "class_balance": summary(1.0, 0.0), "loss_percentile": summary(50.0, 0.0)},
+        "random": {"kind": "per_batch", "batches": 2, "degree_rank": summary(30.0, 2.0),
+                   "class_balance": summary(0.9, 0.05), "loss_percentile": summary(49.0, 3.0)},
+        "saln": {"kind": "per_batch", "batches": 2, "seeds": [0, 1], "reproduced": {"matching": 2, "batches": 2},
+                 "options": {"laplacian": "normalized", "graph": "dense", "knn_k": 10, "center": True,
+                             "ranking": "fiedler"},
+                 "participation_ratio": summary(5.0, 1.0), "eigengap_ratio": summary(0.5, 0.1),
+                 "degree_rank": summary(10.0, 1.0), "class_balance": summary(0.8, 0.1),
+                 "loss_percentile": summary(40.0, 5.0)},
+    }
+    path = Path(root) / dataset / "diagnostics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"dataset": dataset, "methods": methods, "batch_size": 64, "keep": 12,
+                                "chance": {"degree_rank": 31.5, "loss_percentile": 50}, "notes": []}))
+
+
+def test_build_report_writes_the_diagnostics_section_with_runs_at_their_best_rate(tmp_path, paper):
+    """The section's accuracy column reads each method at its best rate, like every other table."""
+    roots = make_roots(tmp_path)
+
+    # Rate 0.1 has the higher test accuracy but the lower validation accuracy: best_lr picks 0.01.
+    write_tree(roots, ["standard", "random", "saln"], lrs=(LR, 0.1),
+               acc=lambda method, seed, lr: (0.3, 0.4, 0.9) if lr == 0.1 else (0.3, 0.4, 0.5 + 0.1 * seed),
+               val=lambda method, seed, lr: (0.2, 0.2, 0.2) if lr == 0.1 else None)
+    write_diagnostics(roots.diagnostics)
+    build_report(make_regime(methods=["standard", "random", "saln"], lrs=[LR, 0.1]), roots, paper)
+
+    report = (roots.out / "report.md").read_text()
+    section = report[report.index("## Why SALN keeps what it keeps"):report.index("## Tables as CSV")]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| saln | per batch | 2 |") and rows[2].startswith("| random |")  # control beside
+    saln = rows[1]
+    assert "5.00 ± 1.00" in saln and saln.endswith("| 55.00 ± 7.07 (n=2) |")   # 0.5, 0.6 at lr 0.01, not 0.9
+    assert "normalized Laplacian, dense cosine graph" in section
+    assert "tables/digits_diagnostics.csv" in report and (roots.out / "tables" / "digits_diagnostics.csv").is_file()
 
 
 def test_probe_evidence_shows_pretrained_beside_random_weights(tmp_path):

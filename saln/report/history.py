@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 NAMES = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "train_seconds",
-         "images_backprop", "images_scored")
+         "images_backprop", "images_scored", "selection_seconds", "steps")
 
 
 def _read_tsv(path: Path, name: str) -> dict[int, float]:
@@ -71,9 +71,17 @@ class Curve:
     n: int
 
 
+def epoch_ends(history: History) -> History:
+    """Only the rows logged at the end of an epoch (and before training): the per-epoch curves. The
+    other rows are the budget grid's points inside an epoch (fractional epochs)."""
+    keep = np.isfinite(history.epoch) & (history.epoch == np.round(history.epoch))
+    return History(history.epoch[keep], {k: v[keep] for k, v in history.values.items()})
+
+
 def mean_curves(histories: list[History]) -> dict[str, Curve]:
-    """name -> Curve over the seeds' histories; seeds are cut to the shortest history."""
+    """name -> per-epoch Curve over the seeds' histories; seeds are cut to the shortest history."""
     curves = {}
+    histories = [epoch_ends(h) for h in histories]
     for name in NAMES[1:]:
         pairs = [h.series("epoch", name) for h in histories]
         pairs = [(x, y) for x, y in pairs if len(y)]

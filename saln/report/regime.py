@@ -2,7 +2,7 @@
 
 The report stage reads exactly these keys of params.yaml (``regime_from_params``): data.names,
 data.sources.<name>.image_size (for each name in data.names), train.methods, train.seeds,
-train.epochs, train.lr, train.filter_ratio, train.log_batches, model.arch, model.weights,
+train.epochs, train.lrs, train.filter_ratio, train.log_batches, model.arch, model.weights,
 features.backbone, features.weights and prune.keep_fraction (optional).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from saln.config import batch_numbers, dataset_names, listed_methods, number, require, seeds
+from saln.rates import learning_rates
 from saln.errors import SalnError
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "efficientnet_lite0": "EfficientNet-Lite0",
@@ -25,7 +26,7 @@ class Regime:
     methods: list[str]
     seeds: list[int]
     epochs: int
-    lr: float
+    lrs: list[float]
     filter_ratio: float
     log_batches: list[int]
     arch: str
@@ -49,7 +50,7 @@ def regime_from_params(params: dict) -> Regime:
     prune = params.get("prune") or {}
     return Regime(
         datasets=datasets, methods=listed_methods(params), seeds=seeds(params), epochs=number(train, "epochs", "train", lo=1, integer=True),
-        lr=number(train, "lr", "train", lo=0, lo_open=True),
+        lrs=learning_rates(params),
         filter_ratio=number(train, "filter_ratio", "train", lo=0, hi=1, hi_open=True),
         log_batches=list(batch_numbers(require(train, "log_batches", "train"), "train.log_batches")),
         arch=str(require(model, "arch", "model")), weights=str(require(model, "weights", "model")),
@@ -82,12 +83,17 @@ def feature_extractor(regime: Regime) -> str:
     return f"{arch_name(regime.backbone)} ({kind})"
 
 
+def _rates(lrs: list[float]) -> str:
+    return ", ".join(f"{lr:g}" for lr in lrs)
+
+
 def regime_line(regime: Regime, dataset: str) -> str:
     """One sentence stating what the runs on ``dataset`` were."""
     size = regime.image_sizes.get(dataset)
     return (f"Regime: learner {learner(regime)}; SALN features {feature_extractor(regime)}; data "
             f"{dataset_name(dataset)} (`{dataset}`){f' at {size} px' if size else ''}; {regime.epochs} epochs, "
-            f"lr {regime.lr:g}, filter_ratio {regime.filter_ratio:g}; seeds {', '.join(map(str, regime.seeds))}.")
+            f"lrs {_rates(regime.lrs)} (each method at its best), filter_ratio {regime.filter_ratio:g}; "
+            f"seeds {', '.join(map(str, regime.seeds))}.")
 
 
 def ours_header(regime: Regime, dataset: str, paper_setting: dict, paper_name: str | None) -> str:

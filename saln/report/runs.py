@@ -7,28 +7,48 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-TRAIN_ROOT = Path("results/train")
+from saln.layout import METRICS_FILE, TRAIN_ROOT, rate_dir, run_dir
 
-
-def run_dir(root: Path, dataset: str, method: str, seed: int) -> Path:
-    return Path(root) / dataset / method / f"seed{seed}"
-
+LR_ROOT = Path("results/lr")  # default for library callers (dvc.yaml passes the stage its root)
 
 def load_run(d: str | Path, dataset: str, method: str, seed: int | None = None) -> dict | None:
     """A finished run: its metrics.json plus dataset, method, seed and dir; None when it has none."""
     d = Path(d)
-    if not (d / "metrics.json").is_file():
+    if not (d / METRICS_FILE).is_file():
         return None
-    metrics = json.loads((d / "metrics.json").read_text())
+    metrics = json.loads((d / METRICS_FILE).read_text())
     seed = seed if seed is not None else metrics.get("seed")
     return {**metrics, "dataset": dataset, "method": method, "seed": seed, "dir": str(d)}
 
 
-def collect_runs(datasets, methods, seeds, root: Path = TRAIN_ROOT) -> list[dict]:
-    """One dict per finished run of the train matrix."""
-    found = (load_run(run_dir(root, dataset, method, seed), dataset, method, seed)
-             for dataset in datasets for method in methods for seed in seeds)
+def best_rates(lr_root: str | Path, dataset: str) -> dict[str, float | None]:
+    """method -> its best rate on validation (stage best_lr's best.json); {} before that stage ran."""
+    path = Path(lr_root) / dataset / "best.json"
+    if not path.is_file():
+        return {}
+    return {m: e.get("best_lr") for m, e in json.loads(path.read_text())["methods"].items()}
+
+
+def collect_runs(datasets, methods, seeds, root: Path = TRAIN_ROOT, lr_root: Path = LR_ROOT) -> list[dict]:
+    """One dict per finished run of each method at its best rate (the report's tables read these)."""
+    found = []
+    for dataset in datasets:
+        best = best_rates(lr_root, dataset)
+        found += [load_run(rate_dir(run_dir(root, dataset, method, seed), best[method]), dataset, method, seed)
+                  for method in methods if best.get(method) is not None for seed in seeds]
     return [run for run in found if run is not None]
+
+
+def collect_rate_runs(dataset: str, methods, seeds, lrs, root: Path = TRAIN_ROOT) -> dict[str, dict]:
+    """method -> rate -> seed -> finished run, over every rate of ``lrs``."""
+    out: dict[str, dict] = {}
+    for method in methods:
+        for lr in lrs:
+            for seed in seeds:
+                run = load_run(rate_dir(run_dir(root, dataset, method, seed), lr), dataset, method, seed)
+                if run is not None:
+                    out.setdefault(method, {}).setdefault(lr, {})[seed] = run
+    return out
 
 
 @dataclass(frozen=True)

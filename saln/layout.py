@@ -1,0 +1,32 @@
+"""The results layout: file names inside a run's folders, and the default roots for library callers.
+
+The stages get every path as a command-line argument from dvc.yaml; the defaults here are only
+for code that calls the library directly (notebooks, bench/, tests) and must agree with dvc.yaml,
+which tests/test_dvc_deps.py checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Defaults for library callers (dvc.yaml passes these same roots to the stages).
+TRAIN_ROOT = Path("results/train")  # uncached: per-rate metrics.json, dvclive/ curves, diverged.json
+MODELS_ROOT = Path("results/models")  # cached: per-rate classifier heads and logged selections
+CHECKPOINT_ROOT = Path("results/checkpoints")  # outside every stage's outs: survives a rerun
+
+METRICS_FILE, DIVERGED_FILE = "metrics.json", "diverged.json"
+HEAD_FILE, MODEL_FILE, SELECTIONS_FILE = "head.pt", "model.pt", "selections.npz"
+
+
+def run_dir(root: str | Path, dataset: str, method: str, seed: int) -> Path:
+    """One (dataset, method, seed) process's folder under ``root``; each rate has a subfolder."""
+    return Path(root) / dataset / method / f"seed{seed}"
+
+
+def rate_dir(run: str | Path, lr: float) -> Path:
+    """The folder of one learning rate's run inside a run folder."""
+    return Path(run) / f"lr{lr:g}"
+
+
+def rate_checkpoint(run_checkpoints: str | Path, lr: float) -> Path:
+    return Path(run_checkpoints) / f"lr{lr:g}.pt"
