@@ -40,13 +40,19 @@ def params(repo_params) -> dict:
 
 
 @pytest.fixture(scope="session")
-def digits16(tmp_path_factory, repo_params):
-    """The embedded digits dataset prepared at 16 px (fast for CPU training tests)."""
+def digits16_dir(tmp_path_factory, repo_params) -> Path:
+    """The folder stage prepare leaves for the embedded digits dataset at 16 px."""
     p = copy.deepcopy(repo_params)
     p["data"]["sources"]["digits"]["image_size"] = 16
     out = tmp_path_factory.mktemp("digits16")
     prepare(source_config(p, "digits"), split_config(p), out)
-    return load_prepared(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits16(digits16_dir):
+    """The embedded digits dataset prepared at 16 px (fast for CPU training tests)."""
+    return load_prepared(digits16_dir)
 
 
 @pytest.fixture

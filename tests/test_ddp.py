@@ -137,10 +137,10 @@ def resume_job(rank: int, tmp: Path) -> dict:
     saved = random.getstate()
     real_epoch = train_module.run_epoch
 
-    def killed_in_epoch_2(state, live, split, cfg, method, epoch, *rest):
+    def killed_in_epoch_2(state, live, split, plan, cfg, method, epoch, *rest):
         if epoch == 2:
             raise Killed
-        return real_epoch(state, live, split, cfg, method, epoch, *rest)
+        return real_epoch(state, live, split, plan, cfg, method, epoch, *rest)
 
     train_module.run_epoch = killed_in_epoch_2
     try:
@@ -272,7 +272,8 @@ def test_ddp_killed_run_resumes_every_rank_to_the_uninterrupted_result(ddp_runs)
 def test_ddp_non_finite_loss_on_one_rank_stops_every_rank(ddp_runs):
     _, reports = ddp_runs
     for report in reports:
-        assert report["diverged"].startswith("loss became non-finite at epoch 1, step 3 "), report["diverged"]
+        assert report["diverged"].startswith("training loss became non-finite at epoch 1, step 3 with learning "
+                                             "rate 0.01:"), report["diverged"]
 
 
 @pytest.mark.slow

@@ -304,13 +304,16 @@ def test_reference_then_jest_joint_train_only_on_training_indices(tmp_path, monk
 
     prepared, spec = tiny_prepared(), tiny_spec()
     ref_metrics = train_reference(prepared, spec, tiny_config(),
-                                  ReferenceConfig(epochs=1, batch_size=16, seed=0),
+                                  ReferenceConfig(epochs=1, batch_size=16, lr=0.01, seed=0),
                                   tmp_path / "reference", tmp_path / "reference_run", progress=False)
     losses, embeddings = load_reference(tmp_path / "reference", embeddings=True)
     assert losses.shape == (len(prepared.labels),) and np.isfinite(losses).all()
     # The table holds the same losses the reference run's own test evaluation saw.
     assert math.isclose(losses[prepared.splits["test"]].mean(), ref_metrics["test_loss"], rel_tol=1e-4)
     assert embeddings.shape == (len(prepared.labels), 512)
+    # The weights join the cached tables; the run folder keeps only logs (no learner head or selections).
+    assert (tmp_path / "reference" / "model.pt").is_file() and ref_metrics["scoring_seconds"] > 0
+    assert {p.name for p in (tmp_path / "reference_run").iterdir()} == {"metrics.json", "dvclive"}
 
     seen = []
 

@@ -172,11 +172,15 @@ def test_paper_preset_runs_offline_through_the_report(paper_repo):
         assert meta["kind"] == dataset and meta["num_classes"] == classes
         probe = json.loads((repo / f"results/features/{dataset}/probe.json").read_text())
         assert probe["backbone"] == "resnet50" and probe["weights"] == "imagenet"
+        (rate,) = params["train"]["lrs"]  # the paper's one rate
+        best = json.loads((repo / f"results/lr/{dataset}/best.json").read_text())["methods"]
         for method in listed_methods(params):
-            metrics = json.loads((repo / f"results/train/{dataset}/{method}/seed0/metrics.json").read_text())
-            assert 0 <= metrics["test_acc"] <= 1, (dataset, method)
+            metrics = json.loads((repo / f"results/train/{dataset}/{method}/seed0/lr{rate:g}/metrics.json").read_text())
+            assert 0 <= metrics["test_acc"] <= 1 and metrics["lr"] == rate, (dataset, method)
+            assert best[method]["best_lr"] == rate, (dataset, method)
     assert set(listed_methods(params)) == {"standard", "saln", "jest", "random"}
     assert (params["model"]["arch"], params["model"]["weights"]) == ("resnet18", "imagenet")
+    assert params["train"]["lrs"] == [0.001] and params["reference"]["lr"] == 0.001
 
     report = (repo / "reports" / "report.md").read_text()
     for number in range(1, 17):  # Pet: Tables 1-8, CIFAR-10: Tables 9-16

@@ -13,13 +13,18 @@ import yaml
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
+TINY_LR = 0.01  # one rate: each run trains once (the walk over several is tests/test_train.py's)
 TINY = {
     "data": {"names": ["digits"]},
     "features": {"batch_size": 256},
     "train": {"methods": {"baselines": ["standard", "random"], "spectral": ["saln"], "jest": ["jest"],
                           "uncertainty": ["infodensity"], "prune": ["prune_easy"]},
-              "seeds": [0], "epochs": 1, "batch_size": 32, "filter_ratio": 0.8},
+              "seeds": [0], "epochs": 1, "batch_size": 32, "filter_ratio": 0.8, "lrs": [TINY_LR]},
 }
+# Every training process of TINY: one per (dataset, method, seed), covering all of train.lrs.
+TRAIN_RUNS = {"train_baselines@digits-standard-0", "train_baselines@digits-random-0",
+              "train_spectral@digits-saln-0", "train_jest@digits-jest-0",
+              "train_uncertainty@digits-infodensity-0", "train_prune@digits-prune_easy-0"}
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -70,20 +75,37 @@ def tiny_repo(tmp_path_factory) -> Path:
     return make_tiny_repo(tmp_path_factory.mktemp("repo"), TINY)
 
 
+def rate_metrics(repo: Path) -> dict[tuple[str, str], dict]:
+    """(method, rate folder) -> metrics.json of every finished rate under results/train/digits
+    (uncached, not a DVC metric: read from the files)."""
+    found = {}
+    for path in (repo / "results/train/digits").glob("*/seed0/lr*/metrics.json"):
+        found[(path.parts[-4], path.parts[-2])] = json.loads(path.read_text())
+    return found
+
+
 def metrics_by_method(repo: Path) -> dict:
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
-    files = next(iter(shown.values()))["data"]
-    return {path.split("/")[3]: body["data"] for path, body in files.items()
-            if path.startswith("results/train/")}
+    found = rate_metrics(repo)
+    assert {rate for _, rate in found} == {f"lr{TINY_LR:g}"}, sorted(found)
+    return {method: values for (method, _), values in found.items()}
 
 
 def test_repro_trains_every_method_and_reports(tiny_repo):
     metrics = metrics_by_method(tiny_repo)
-    assert set(metrics) == {"standard", "random", "saln", "jest", "infodensity", "prune_easy"}
+    methods = {"standard", "random", "saln", "jest", "infodensity", "prune_easy"}
+    assert set(metrics) == methods
     for values in metrics.values():
-        assert 0 <= values["test_acc"] <= 1
+        assert 0 <= values["test_acc"] <= 1 and values["lr"] == TINY_LR
     assert metrics["saln"]["images_backprop"] == metrics["random"]["images_backprop"]
     assert metrics["saln"]["images_backprop"] * 5 <= metrics["standard"]["images_backprop"]
+    for method in methods:  # the cached half of a run: its head and logged selections, no whole network
+        models = tiny_repo / f"results/models/digits/{method}/seed0/lr{TINY_LR:g}"
+        assert sorted(p.name for p in models.iterdir()) == ["head.pt", "selections.npz"], method
+    best = json.loads((tiny_repo / "results/lr/digits/best.json").read_text())
+    assert {m: e["best_lr"] for m, e in best["methods"].items()} == {m: TINY_LR for m in methods}
+    summary = json.loads((tiny_repo / "results/summary/digits.json").read_text())  # the DVC metrics file
+    assert {m: e["best_lr"] for m, e in summary.items()} == {m: TINY_LR for m in methods}
+    assert summary["saln"][f"lr{TINY_LR:g}"]["images_backprop"]["mean"] == metrics["saln"]["images_backprop"]
     assert "| saln |" in (tiny_repo / "reports/metrics.md").read_text()
     assert "up to date" in run(["dvc", "status"], tiny_repo).lower()
 
@@ -107,7 +129,7 @@ def test_remote_push_then_pull_into_a_fresh_clone_finds_nothing_stale(tiny_repo,
 
 def stale_training_runs(repo: Path) -> set[str]:
     status = json.loads(run(["dvc", "status", "--json"], repo).strip().splitlines()[-1])
-    return {name for name in status if name.startswith(("train_", "sweep_"))}
+    return {name for name in status if name.startswith("train_")}
 
 
 @pytest.mark.parametrize("key, value, upstream, stale", [
@@ -115,10 +137,14 @@ def stale_training_runs(repo: Path) -> set[str]:
     ("uncertainty.beta", 0.5, None, {"train_uncertainty@digits-infodensity-0"}),
     ("prune.k", 3, "prune@digits", {"train_prune@digits-prune_easy-0"}),
     ("reference.epochs", 2, "reference@digits", {"train_jest@digits-jest-0"}),
+    ("reference.lr", 0.003, "reference@digits", {"train_jest@digits-jest-0"}),  # its own rate, not train.lrs
+    ("train.lrs", [TINY_LR, 0.03], None, TRAIN_RUNS),  # a process walks every rate: each one reruns
+    ("train.bn_recalibrate", 16, None, TRAIN_RUNS),
 ])
 def test_a_param_change_makes_stale_only_the_runs_that_read_it(tiny_repo, key, value, upstream, stale):
     """Each training family reads only its own params and inputs: no standard or random run reruns.
-    For a key of an upstream stage, that stage reruns first, as `dvc repro` would."""
+    For a key of an upstream stage, that stage reruns first, as `dvc repro` would. A stale run is
+    one (dataset, method, seed) process, with every rate of train.lrs."""
     params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
     block, name = key.split(".")
     params[block][name] = value
@@ -134,13 +160,17 @@ def test_a_param_change_makes_stale_only_the_runs_that_read_it(tiny_repo, key, v
 
 
 def test_experiment_reruns_only_what_depends_on_the_param(tiny_repo):
+    before = metrics_by_method(tiny_repo)
     out = run(["dvc", "exp", "run", "-S", "train.filter_ratio=0.5"], tiny_repo)
     assert "Running stage 'train_spectral@digits-saln-0'" in out
     assert "Running stage 'prepare" not in out and "Running stage 'features" not in out
     diff = run(["dvc", "params", "diff", "--all"], tiny_repo)
     assert "train.filter_ratio" in diff and "0.5" in diff
-    metrics_diff = run(["dvc", "metrics", "diff"], tiny_repo)
-    assert "images_backprop" in metrics_diff and "keep_per_batch" in metrics_diff
+    after = metrics_by_method(tiny_repo)  # the experiment's results, in the workspace
+    assert after["saln"]["keep_per_batch"] == 16 > before["saln"]["keep_per_batch"]  # batch 32, keep half
+    assert after["saln"]["images_backprop"] > before["saln"]["images_backprop"]
+    assert after["standard"]["images_backprop"] == before["standard"]["images_backprop"]
+    assert "images_backprop" in run(["dvc", "metrics", "diff"], tiny_repo)  # through results/summary
 
 
 def test_bad_param_stops_before_any_work(tiny_repo):

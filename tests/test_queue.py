@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import TINY, make_tiny_repo, merge, run
+from tests.test_pipeline import TINY, TINY_LR, make_tiny_repo, merge, run
 
 pytestmark = pytest.mark.slow
 
@@ -64,15 +64,29 @@ def wait_for_queue(repo: Path, timeout_s: float) -> dict[str, str]:
         time.sleep(3)
 
 
+def run_metrics_files(seed: int) -> set[str]:
+    """The metrics.json of every training run of one seed (one rate each: TINY's)."""
+    return {f"results/train/digits/{method}/seed{seed}/lr{TINY_LR:g}/metrics.json" for method in ("random", "saln")}
+
+
 def training_metrics(repo: Path) -> dict[str, dict]:
-    """Experiment name -> {metrics file of a training run: its accuracy/loss metrics}."""
+    """Experiment name -> {metrics file of a training run of its seed: its accuracy/loss metrics}.
+
+    A run's metrics.json is an uncached out, not a DVC metric: an experiment's commit holds it (its
+    tree also keeps the baseline's runs of other seeds, which the experiment did not touch)."""
     shown = run(["dvc", "exp", "show", "--json"], repo)
     found = {}
     for commit in json.loads(shown[shown.index("["):]):
         for exp in commit.get("experiments") or []:
-            metrics = exp["revs"][0]["data"]["metrics"]
-            found[exp["name"]] = {path: {key: body["data"][key] for key in METRICS}
-                                  for path, body in metrics.items() if path.startswith("results/train/")}
+            name, rev = exp["name"], exp["revs"][0]["rev"]
+            seed = 1 if name.endswith("seed1") else 0
+            tree = set(subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "results/train"], cwd=repo,
+                                      capture_output=True, text=True, check=True).stdout.split())
+            found[name] = {}
+            for path in run_metrics_files(seed) & tree:
+                body = json.loads(subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True,
+                                                 text=True, check=True).stdout)
+                found[name][path] = {key: body[key] for key in METRICS}
     return found
 
 
@@ -108,9 +122,8 @@ def test_queued_experiments_match_the_same_experiments_run_alone(queue_repo):
 
     seed = {"queue-fr05": 0, "queue-fr075": 0, "queue-seed1": 1}
     for name in EXPERIMENTS:
-        expected = {f"results/train/digits/{method}/seed{seed[name]}/metrics.json" for method in ("random", "saln")}
-        assert set(queued[name]) == expected
+        assert set(queued[name]) == run_metrics_files(seed[name])
         assert queued[name] == alone[name.replace("queue-", "alone-")], name
-    backprop = {name: queued[name][f"results/train/digits/saln/seed{seed[name]}/metrics.json"]["images_backprop"]
-                for name in EXPERIMENTS}
+    backprop = {name: queued[name][f"results/train/digits/saln/seed{seed[name]}/lr{TINY_LR:g}/metrics.json"]
+                ["images_backprop"] for name in EXPERIMENTS}
     assert backprop["queue-fr05"] > backprop["queue-fr075"]  # each ran with its own override

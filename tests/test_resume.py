@@ -92,7 +92,8 @@ def resumed_epoch(err: str, path: Path) -> int:
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys, one_thread):
-    """jest draws from every stream: the run's generator (shuffle, Gumbel noise) and kornia's."""
+    """jest draws from every stream: the epoch shuffle's generator, the selectors' (Gumbel noise) and
+    kornia's (the global torch RNG); the run also evaluates at budget points inside epochs."""
     method, cfg = "jest", tiny_config()
     ck, run = tmp_path / "checkpoints" / "seed0.pt", tmp_path / "run"
     train_run(tiny_inputs(method), cfg, method, 0, tmp_path / "whole", progress=False)
@@ -102,6 +103,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, c
         train_run(tiny_inputs(method), cfg, method, 0, run, progress=False, checkpoint=ck,
                   checkpoint_key="k")
     assert ck.is_file() and not (run / "metrics.json").exists()
+    payload = ckpt.load(ck)
+    assert payload["format"] == ckpt.FORMAT and payload["epoch"] == 2
+    assert len(payload["rng"]["generators"]) == 2  # the selectors' generator and the shuffle's
     monkeypatch.undo()
     shutil.rmtree(run)  # DVC deletes a stage's outs (dvclive/ too) before rerunning it
     capsys.readouterr()
@@ -110,8 +114,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, c
     assert resumed_epoch(capsys.readouterr().err, ck) == 2
     assert not ck.exists() and not ckpt.temporary(ck).exists()
     assert_same_run(tmp_path / "whole", run)
-    rows = (run / "dvclive/plots/metrics/val_acc.tsv").read_text().splitlines()
-    assert [r.split("\t")[0] for r in rows] == ["step", "0", "1", "2", "3"]
+    rows = (run / "dvclive/plots/metrics/epoch.tsv").read_text().splitlines()
+    epochs = [float(r.split("\t")[1]) for r in rows[1:]]
+    assert [r.split("\t")[0] for r in rows[1:]] == [str(i) for i in range(len(epochs))]
+    assert [e for e in epochs if e == int(e)] == [0, 1, 2, 3]  # before training, then every epoch's end
+    # Budget points inside epochs 1, 2 and 3 (the ones before the kill rebuilt from the checkpoint).
+    assert {int(e) for e in epochs if e != int(e)} == {0, 1, 2} and epochs == sorted(epochs)
 
 
 def test_checkpoint_of_other_params_or_code_is_discarded(tmp_path, capsys, one_thread):
@@ -187,10 +195,16 @@ def test_run_key_follows_params_and_code_not_order(tmp_path):
     assert key != ckpt.run_key({"train": {"lr": 0.1, "epochs": 3}}, [a, b])
 
 
-def test_checkpoint_path_mirrors_the_run_folder_outside_results_train():
-    assert ckpt.checkpoint_path("cifar10", "saln", 2) == Path("results/checkpoints/cifar10/saln/seed2.pt")
-    assert (ckpt.checkpoint_path("digits", "jest", 0, 0.1)
-            == Path("results/checkpoints/digits/jest/lr0.1/seed0.pt"))
+def test_rate_checkpoints_lie_in_the_runs_folder_outside_results_train():
+    """One file per rate in the (dataset, method, seed) process's checkpoint folder, named as its rate's run."""
+    from saln.layout import CHECKPOINT_ROOT, TRAIN_ROOT, rate_checkpoint, rate_dir, run_dir
+
+    folder = run_dir(CHECKPOINT_ROOT, "digits", "jest", 0)
+    assert folder == Path("results/checkpoints/digits/jest/seed0")
+    assert rate_checkpoint(folder, 0.1) == folder / "lr0.1.pt"
+    assert rate_checkpoint(folder, 3e-5) == folder / "lr3e-05.pt"
+    assert rate_dir(run_dir(TRAIN_ROOT, "digits", "jest", 0), 0.001) == Path("results/train/digits/jest/seed0/lr0.001")
+    assert not folder.is_relative_to(TRAIN_ROOT)
 
 
 def test_imported_project_files_are_the_repos_own_sources():
@@ -261,7 +275,7 @@ def test_killed_reference_model_resumes_to_the_uninterrupted_tables(tmp_path, mo
     from tests.test_jest import tiny_spec
 
     prepared, spec, cfg = tiny_prepared(), tiny_spec(), tiny_config()
-    ref = ReferenceConfig(epochs=3, batch_size=16, seed=0)
+    ref = ReferenceConfig(epochs=3, batch_size=16, lr=cfg.lr, seed=0)  # cfg: the same schedule
     ck = tmp_path / "checkpoints" / "reference.pt"
     monkeypatch.setattr(reference_module, "SAVE_EVERY_S", 0.0)
     kill_after_epoch(monkeypatch, 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from saln.costs import OneOff, cost_breakdown, noisy, read_one_offs, sharing_runs
+from saln.layout import DIVERGED_FILE, rate_dir, run_dir
 from saln.report.claims import (DID_NOT_TRAIN, Chance, ClaimRow, MethodRuns, PairRow, RateRuns, claim_rows,
                                 did_not_train_rule, pair_rows)
 from saln.report.history import read_history
@@ -59,10 +60,16 @@ def evidence(dataset: str, methods: list[str], seeds: list[int], lrs: list[float
                                 sharing)["all_in_amortised"]
         groups[method] = MethodRuns(
             {lr: RateRuns(runs, {s: read_history(r["dir"]) for s, r in runs.items()},
-                          all(chance.trained(r) for r in runs.values())) for lr, runs in rates.items()},
+                          not _diverged(roots.train, dataset, method, seeds, lr)
+                          and all(chance.trained(r) for r in runs.values())) for lr, runs in rates.items()},
             best.get(method), offset)
     pairs = pair_rows(groups)
     return Evidence(dataset, groups, chance, one_off, sharing, pairs, claim_rows(pairs))
+
+
+def _diverged(train: Path, dataset: str, method: str, seeds: list[int], lr: float) -> bool:
+    """A seed of this rate diverged (diverged.json): like stage best_lr, never read the rate."""
+    return any((rate_dir(run_dir(train, dataset, method, s), lr) / DIVERGED_FILE).is_file() for s in seeds)
 
 
 def untrained_lines(ev: Evidence) -> list[str]:
