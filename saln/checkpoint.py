@@ -19,23 +19,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT_ROOT = Path("results/checkpoints")  # beside results/train, never inside a stage's outs
 SAVE_EVERY_S = 30.0  # stages save at most this often: a kill loses about this much, plus the epoch under way
 FORMAT = 2  # bump when the payload's layout changes: an older file is then discarded, not misread
-
-
-def checkpoint_path(dataset: str, method: str, seed: int, lr: float | None = None,
-                    root: Path = CHECKPOINT_ROOT) -> Path:
-    """A train run's checkpoint, named like its run folder (saln.sweep.run_dir) plus ``.pt``.
-
-    results/checkpoints/<dataset>/<method>/seed<k>.pt, or .../<method>/lr<lr>/seed<k>.pt for a
-    sweep run. Not under results/train: DVC deletes a run's outs before rerunning the stage, and
-    stages best_lr and report depend on results/train folders, whose hash a checkpoint would change.
-    """
-    # Spelled out rather than imported from saln.sweep: every stage importing saln.train would
-    # otherwise gain saln/sweep.py as a code dep (tests/test_dvc_deps.py) and rerun on its edits.
-    base = Path(root) / dataset / method
-    return (base if lr is None else base / f"lr{lr}") / f"seed{seed}.pt"
 
 
 def run_key(params_subset: dict, code_files: list[Path]) -> str:

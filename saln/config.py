@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from saln.errors import SalnError
+from saln.layout import WEIGHTS_DIR
 
 PARAMS_FILE = "params.yaml"
 
@@ -46,7 +47,6 @@ def number(section: dict, key: str, where: str, lo=None, hi=None, lo_open=False,
     return value
 
 
-WEIGHTS_DIR = "weights"  # state-dict files live here: a dvc.yaml dep of every stage building a network
 NAMED_WEIGHTS = ("none", "imagenet")  # the weights values that name no file
 
 

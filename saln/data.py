@@ -18,11 +18,10 @@ import numpy as np
 
 from saln.config import number, require
 from saln.errors import SalnError
+from saln.layout import DOWNLOADS_DIR, SOURCES_DIR, SUBSET_DIR
 
 SPLITS = ("train", "val", "test", "reference")
-SOURCES_DIR = "data/sources"  # npz files and image folders live here: stage prepare's dep (dvc.yaml)
 # The CIFAR-10 subset's official indices and array hashes, committed (written by write_subset_manifest).
-SUBSET_DIR = Path(__file__).resolve().parents[1] / "data" / "cifar10_subset"
 SUBSET_ARRAYS = ("x_train", "y_train", "train_index", "x_test", "y_test", "test_index", "class_names")
 
 
@@ -31,7 +30,7 @@ class SourceConfig:
     name: str
     kind: str
     image_size: int
-    root: str = "data/downloads"
+    root: str = DOWNLOADS_DIR
     path: str | None = None
 
 
@@ -84,7 +83,7 @@ def source_config(params: dict, name: str) -> SourceConfig:
     if DATASETS[kind].needs_path and (not path or not Path(path).exists()):
         raise SalnError(f"{where}.path must point to an existing {kind} dataset, got {path!r}: place or "
                         f"link it under {SOURCES_DIR}/ (see {SOURCES_DIR}/README.md)")
-    return SourceConfig(name=name, kind=kind, image_size=size, root=raw.get("root", "data/downloads"),
+    return SourceConfig(name=name, kind=kind, image_size=size, root=raw.get("root", DOWNLOADS_DIR),
                         path=path)
 
 
@@ -460,19 +459,34 @@ def verify_arrays(arrays: dict, digests: dict, where: str, remedy: str) -> None:
                             f"{tuple(want['shape'])} sha256 {want['sha256'][:12]}...): {remedy}")
 
 
+def held_out(n: int, fraction: float) -> int:
+    """Images ``_stratified_split`` holds out of ``n`` (scikit-learn's rounding: ceil)."""
+    return min(math.ceil(fraction * n), n) if fraction > 0 else 0
+
+
+def split_sizes(images: int, official_test: int | None, cfg: SplitConfig) -> dict[str, int]:
+    """The split sizes ``make_splits`` gives a dataset of ``images`` images (of which
+    ``official_test`` form its official test split, if it has one), computed without the labels."""
+    test = official_test if official_test is not None else held_out(images, cfg.test_fraction)
+    pool = images - test
+    val = held_out(pool, cfg.val_fraction)
+    reference = held_out(pool - val, cfg.reference_fraction / (1 - cfg.val_fraction))
+    return {"train": pool - val - reference, "val": val, "test": test, "reference": reference}
+
+
 def _stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
     """(rest, held_out) with ``fraction`` of ``indices`` held out, per class where possible."""
     from sklearn.model_selection import train_test_split
 
-    held = math.ceil(fraction * len(indices)) if fraction > 0 else 0  # scikit-learn's own rounding
+    held = held_out(len(indices), fraction)
     if held == 0 or held >= len(indices):  # one side stays empty; prepare says which split is too small
         return indices[held:], indices[:held]
     counts = np.unique(labels[indices], return_counts=True)[1]
     # Stratifying needs 2 images per class and room for every class on both sides; else draw at random.
     can_stratify = counts.min() >= 2 and min(held, len(indices) - held) >= len(counts)
     stratify = labels[indices] if can_stratify else None
-    rest, held_out = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
-    return np.sort(rest), np.sort(held_out)
+    rest, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(rest), np.sort(held)
 
 
 def make_splits(labels: np.ndarray, is_official_test: np.ndarray | None, cfg: SplitConfig) -> dict:

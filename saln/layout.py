@@ -9,10 +9,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Inputs the user places (validate checks that files named in params lie in these folders, which
+# are dvc.yaml deps of the stages reading them).
+SOURCES_DIR = "data/sources"  # npz files and image folders: stage prepare's dep
+WEIGHTS_DIR = "weights"  # state-dict files: a dep of every stage building a network
+DOWNLOADS_DIR = "data/downloads"  # torchvision's datasets (cifar10, pets), downloaded once
+SUBSET_DIR = Path(__file__).resolve().parents[1] / "data" / "cifar10_subset"  # committed indices, hashes
+
 # Defaults for library callers (dvc.yaml passes these same roots to the stages).
+PREPARED_ROOT = Path("data/prepared")
 TRAIN_ROOT = Path("results/train")  # uncached: per-rate metrics.json, dvclive/ curves, diverged.json
 MODELS_ROOT = Path("results/models")  # cached: per-rate classifier heads and logged selections
 CHECKPOINT_ROOT = Path("results/checkpoints")  # outside every stage's outs: survives a rerun
+LR_ROOT = Path("results/lr")
+FEATURES_RESULTS = Path("results/features")
+REFERENCE_RESULTS = Path("results/reference")
+DIAGNOSTICS_ROOT = Path("results/diagnostics")
+PRUNE_RESULTS = Path("results/prune")
+ACTIVE_RESULTS = Path("results/active")
+REPORT_ROOT = Path("reports")
 
 METRICS_FILE, DIVERGED_FILE = "metrics.json", "diverged.json"
 HEAD_FILE, MODEL_FILE, SELECTIONS_FILE = "head.pt", "model.pt", "selections.npz"

@@ -7,14 +7,14 @@ asks it to validate that block, so nothing below needs to know about the others.
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from pathlib import Path
 
 from saln.active import active_config, check_budget
 from saln.augment import augment_spec
-from saln.config import NAMED_WEIGHTS, WEIGHTS_DIR, dataset_names, require, seeds
-from saln.data import SOURCES_DIR, SplitConfig, source_config, split_config
+from saln.config import NAMED_WEIGHTS, dataset_names, require, seeds
+from saln.data import source_config, split_config, split_sizes
+from saln.layout import SOURCES_DIR, WEIGHTS_DIR
 from saln.errors import SalnError
 from saln.features import feature_config
 from saln.prune import prune_config
@@ -117,21 +117,6 @@ def check_method_families(params: dict) -> None:
 # those, active_config checks what needs no count, and stage active checks the budget against the
 # prepared training split (check_budget).
 KNOWN_COUNTS = {"digits": (1797, None)}
-
-
-def held_out(n: int, fraction: float) -> int:
-    """Images ``saln.data._stratified_split`` holds out of ``n`` (scikit-learn's rounding: ceil)."""
-    return min(math.ceil(fraction * n), n) if fraction > 0 else 0
-
-
-def split_sizes(images: int, official_test: int | None, cfg: SplitConfig) -> dict[str, int]:
-    """The split sizes ``saln.data.make_splits`` gives a dataset of ``images`` images (of which
-    ``official_test`` form its official test split, if it has one), computed without the labels."""
-    test = official_test if official_test is not None else held_out(images, cfg.test_fraction)
-    pool = images - test
-    val = held_out(pool, cfg.val_fraction)
-    reference = held_out(pool - val, cfg.reference_fraction / (1 - cfg.val_fraction))
-    return {"train": pool - val - reference, "val": val, "test": test, "reference": reference}
 
 
 def check_active_budgets(params: dict) -> None:

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from saln.data import SplitConfig, make_splits
-from saln.validate import KNOWN_COUNTS, split_sizes
+from saln.data import SplitConfig, make_splits, split_sizes
+from saln.validate import KNOWN_COUNTS
 from tests.conftest import ROOT
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from saln.layout import ACTIVE_RESULTS, PRUNE_RESULTS
 from saln.report import beyond, figures
 from saln.report.document import Figure, figure_lines
 
 TITLE = "Beyond the paper: uncertainty, pruning and active learning"
-PRUNE_ROOT, ACTIVE_ROOT = Path("results/prune"), Path("results/active")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Written:
 
 
 def beyond_section(runs: list[dict], paper_methods: list[str], datasets: list[str], methods: list[str],
-                   keep_fraction: float | None, dirs: Dirs, prune_root=PRUNE_ROOT, active_root=ACTIVE_ROOT,
+                   keep_fraction: float | None, dirs: Dirs, prune_root=PRUNE_RESULTS, active_root=ACTIVE_RESULTS,
                    learner: str = "learner", styles: dict | None = None) -> Written:
     """The whole section, one subsection per configured dataset."""
     out = Written([f"## {TITLE}", "",

@@ -11,23 +11,24 @@ from pathlib import Path
 import numpy as np
 
 from saln.report import figures
-from saln.report.beyond_section import ACTIVE_ROOT, PRUNE_ROOT, Dirs, beyond_section
+from saln.report.beyond_section import Dirs, beyond_section
 from saln.report.claims import claims_markdown, pairs_markdown as measured_markdown
 from saln.report.compare import pair_rows, write_pairs_csv
 from saln.report.diagnostics_section import diagnostics_section
-from saln.report.evidence import FEATURES_ROOT, probe_lines
+from saln.report.evidence import probe_lines
 from saln.report.document import DatasetSection, Figure, Parts, render_report
 from saln.report.headline import headline_claims
 from saln.report.history import mean_curves
 from saln.report.paper import Paper, load_paper, report_datasets
 from saln.report.regime import Regime, learner, ours_header
-from saln.layout import HEAD_FILE, MODELS_ROOT, SELECTIONS_FILE, TRAIN_ROOT, rate_dir, run_dir
-from saln.report.runs import LR_ROOT, collect_runs
+from saln.layout import (ACTIVE_RESULTS, DIAGNOSTICS_ROOT, FEATURES_RESULTS, HEAD_FILE, LR_ROOT, MODELS_ROOT,
+                         PREPARED_ROOT, PRUNE_RESULTS, REFERENCE_RESULTS, REPORT_ROOT, SELECTIONS_FILE,
+                         TRAIN_ROOT, rate_dir, run_dir)
+from saln.report.runs import collect_runs
 from saln.report.verdicts import Evidence, Inputs, evidence, verdict_lines
 from saln.report.summary import metrics_markdown
 from saln.report.tables import build_tables, row_methods, write_csv
 
-PREPARED_ROOT = Path("data/prepared")
 CURVES, TIME, BATCHES, WEIGHTS = ("Accuracy and loss curves", "Accuracy at equal epochs, images and seconds",
                                   "Selected batches", "Classifier-layer weights")
 
@@ -38,14 +39,14 @@ class Roots:
 
     train: Path = TRAIN_ROOT
     models: Path = MODELS_ROOT
-    reference: Path = Path("results/reference")
+    reference: Path = REFERENCE_RESULTS
     prepared: Path = PREPARED_ROOT
-    prune: Path = PRUNE_ROOT
-    active: Path = ACTIVE_ROOT
+    prune: Path = PRUNE_RESULTS
+    active: Path = ACTIVE_RESULTS
     lr: Path = LR_ROOT
-    features: Path = FEATURES_ROOT
-    out: Path = Path("reports")
-    diagnostics: Path = Path("results/diagnostics")
+    features: Path = FEATURES_RESULTS
+    out: Path = REPORT_ROOT
+    diagnostics: Path = DIAGNOSTICS_ROOT
 
 
 def build_report(regime: Regime, roots: Roots = Roots(), paper: Paper | None = None,

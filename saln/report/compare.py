@@ -1,7 +1,8 @@
-"""The two-standard-error rule, and the paper's pairings (SALN vs standard, SALN vs JEST) paper vs ours.
+"""The paper's pairings (SALN vs standard, SALN vs JEST), paper vs ours, at equal epochs.
 
-Every verdict of the report (claims at equal epochs, images or seconds; at the best learning rate)
-goes through ``clearly_positive`` / ``two_se``: one implementation of the rule.
+Our gain is the mean per-seed paired difference with its 95% interval (``saln.report.stats``, the
+one verdict rule of the report); the spread column is the standard error of the difference of the
+means, shown for comparison with the paper's single numbers.
 """
 
 from __future__ import annotations
@@ -14,28 +15,14 @@ from pathlib import Path
 from saln.report.markdown import markdown_table
 from saln.report.paper import NOT_IN_PAPER, Paper
 from saln.report.runs import Stat, aggregate
+from saln.report.stats import Paired, paired
 
 NOT_RUN, DATASET_NOT_RUN = "not run", "dataset not run"
-WIN, LOSS, TIE = "win", "loss", "tie (within 2 SE)"
 
 
 def diff_se(a: Stat, b: Stat) -> float:
-    """Standard error of the difference of two means over independent seeds."""
+    """Standard error of the difference of two means over independent seeds (display only)."""
     return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
-
-
-def clearly_positive(value: float, se: float) -> bool:
-    """Above zero by more than two standard errors (with one seed per side: above zero)."""
-    return value > 2 * se
-
-
-def two_se(diff: float, se: float) -> str:
-    """WIN when ``diff`` is above zero by more than 2 SE, LOSS when below by more, else TIE."""
-    if clearly_positive(diff, se):
-        return WIN
-    if clearly_positive(-diff, se):
-        return LOSS
-    return TIE
 
 
 @dataclass(frozen=True)
@@ -53,6 +40,7 @@ class Comparison:
     image_speedup: float    # baseline / method images back-propagated
     bound: float            # batch_size / keep_per_batch: the speedup from back-propagating fewer images alone
     n: tuple[int, int]
+    gain: Paired | None = None  # test accuracy, pp, per-seed paired: the verdict's interval
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -75,8 +63,13 @@ def compare(runs: list[dict], dataset: str, method: str, baseline: str) -> Compa
         acc_gain=100 * (acc_m.mean - acc_b.mean), acc_gain_se=100 * diff_se(acc_m, acc_b),
         seconds_saved=sec_b.mean - sec_m.mean, seconds_saved_se=diff_se(sec_m, sec_b),
         time_speedup=_ratio(sec_b.mean, sec_m.mean), image_speedup=_ratio(img_b.mean, img_m.mean),
-        bound=_ratio(batch, keep), n=(acc_m.n, acc_b.n),
+        bound=_ratio(batch, keep), n=(acc_m.n, acc_b.n), gain=paired(*(_by_seed(runs, dataset, m) for m in
+                                                                        (method, baseline))),
     )
+
+
+def _by_seed(runs: list[dict], dataset: str, method: str) -> dict[int, float]:
+    return {r["seed"]: 100 * r["test_acc"] for r in runs if r["dataset"] == dataset and r["method"] == method}
 
 
 @dataclass(frozen=True)

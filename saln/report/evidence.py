@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from saln.layout import FEATURES_RESULTS
 from saln.report.markdown import markdown_table
 
-FEATURES_ROOT = Path("results/features")
 
 
-def probe_lines(datasets: list[str], root: Path = FEATURES_ROOT) -> list[str]:
+def probe_lines(datasets: list[str], root: Path = FEATURES_RESULTS) -> list[str]:
     """A section with one row per dataset whose probe.json exists; nothing when none does."""
     rows = []
     for dataset in datasets:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from saln.report.compare import LOSS, WIN, Comparison, compare, two_se
+from saln.report.compare import Comparison, compare
 from saln.report.markdown import markdown_table
 from saln.report.paper import Paper
 
@@ -59,11 +59,15 @@ def _gain(target: float, comps: list[Comparison], paper: Paper) -> Headline:
         return Headline(text, shows, "no saln and standard runs to compare", NOT_TESTED,
                         "Needs finished saln and standard runs on one dataset.")
     best = max(comps, key=lambda c: c.acc_gain)
-    outcome = two_se(best.acc_gain - target, best.acc_gain_se)
-    measured = (f"largest gain {best.acc_gain:+.2f} ± {best.acc_gain_se:.2f} pp test accuracy "
-                f"({best.dataset}, equal epochs, n={best.n[0]} vs {best.n[1]})")
-    verdict = {WIN: SUPPORTED, LOSS: NOT_SUPPORTED}.get(outcome, f"{outcome} of {target:g} pp")
-    return Headline(text, shows, measured, verdict, "The gain is compared with the target by the 2-SE rule.")
+    gain = best.gain
+    if gain is None or gain.n < 2:
+        return Headline(text, shows, f"largest gain {best.acc_gain:+.2f} pp ({best.dataset}), no interval",
+                        NOT_TESTED, "Needs at least two seeds shared by saln and standard.")
+    measured = f"largest gain {gain.format('pp')} test accuracy ({best.dataset}, equal epochs, paired)"
+    verdict = (SUPPORTED if gain.low >= target else NOT_SUPPORTED if gain.high < target
+               else f"not shown: the interval contains {target:g} pp")
+    return Headline(text, shows, measured, verdict, "The 95% interval of the per-seed paired gain is compared "
+                                                    "with the target.")
 
 
 def headline_claims(runs: list[dict], paper: Paper, datasets: list[str], filter_ratio: float) -> list[Headline]:

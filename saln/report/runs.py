@@ -7,9 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from saln.layout import METRICS_FILE, TRAIN_ROOT, rate_dir, run_dir
-
-LR_ROOT = Path("results/lr")  # default for library callers (dvc.yaml passes the stage its root)
+from saln.layout import LR_ROOT, METRICS_FILE, TRAIN_ROOT, rate_dir, run_dir
 
 def load_run(d: str | Path, dataset: str, method: str, seed: int | None = None) -> dict | None:
     """A finished run: its metrics.json plus dataset, method, seed and dir; None when it has none."""
