@@ -79,7 +79,8 @@ class Setting:
 
     @property
     def keep(self) -> int:
-        return int(self.batch * (1 - self.filter_ratio))
+        """What the trainer keeps per step: TrainConfig's own rule, so the two never disagree."""
+        return train_config(self).keep
 
 
 def default_workers() -> int:

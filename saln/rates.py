@@ -75,6 +75,10 @@ def choose_best(dataset: str, methods: list[str], seeds: list[int], lrs: list[fl
 def check_every_method_trained(summary: dict) -> None:
     """One line naming a method none of whose rates finished without diverging."""
     for method, entry in summary["methods"].items():
-        if entry["best_lr"] is None and len(entry["diverged"]) == len(summary["lrs"]):
+        if entry["best_lr"] is not None:
+            continue
+        if len(entry["diverged"]) == len(summary["lrs"]):
             raise SalnError(f"{summary['dataset']}: every learning rate of {method} diverged "
                             f"({', '.join(entry['diverged'])}): add lower rates to train.lrs")
+        raise SalnError(f"{summary['dataset']}: {method} has no rate at which every seed finished "
+                        f"(diverged: {', '.join(entry['diverged']) or 'none'}): rerun its training stage")

@@ -160,7 +160,10 @@ def test_best_lr_skips_diverged_rates_and_unfinished_ones(tmp_path):
     diverged = rate_dir(run_dir(tmp_path, "ds", "saln", 0), 0.1) / DIVERGED_FILE
     assert json.loads(diverged.read_text())["lr"] == 0.1
     assert summary["methods"]["random"]["best_lr"] is None
-    check_every_method_trained(summary)  # random did not diverge: it is unfinished, not refused
+    with pytest.raises(SalnError) as err:  # random did not diverge: unfinished, and said so, not as diverged
+        check_every_method_trained(summary)
+    assert str(err.value) == ("ds: random has no rate at which every seed finished (diverged: none): "
+                              "rerun its training stage")
 
 
 def test_a_method_whose_every_rate_diverged_is_refused_in_one_line(tmp_path):

@@ -27,11 +27,15 @@ TRAIN_RUNS = {"train_baselines@digits-standard-0", "train_baselines@digits-rando
               "train_uncertainty@digits-infodensity-0", "train_prune@digits-prune_easy-0"}
 
 
+def tool_env() -> dict[str, str]:
+    """The environment of dvc and git here: this interpreter's bin/ (its dvc) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
 def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 
@@ -175,8 +179,7 @@ def test_experiment_reruns_only_what_depends_on_the_param(tiny_repo):
 
 def test_bad_param_stops_before_any_work(tiny_repo):
     env_bad = subprocess.run(["dvc", "exp", "run", "-S", "train.filter_ratio=1.5"], cwd=tiny_repo,
-                             capture_output=True, text=True,
-                             env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+                             capture_output=True, text=True, env=tool_env())
     assert env_bad.returncode != 0
     output = env_bad.stdout + env_bad.stderr
     assert "error: train.filter_ratio must be < 1, got 1.5" in output

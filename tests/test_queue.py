@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import TINY, TINY_LR, make_tiny_repo, merge, run
+from tests.test_pipeline import TINY, TINY_LR, make_tiny_repo, merge, run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,7 @@ def test_queued_experiments_match_the_same_experiments_run_alone(queue_repo):
     try:
         statuses = wait_for_queue(repo, QUEUE_TIMEOUT_S)
     finally:  # workers exit once the queue is empty; after a timeout, stop them and their runs
-        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, capture_output=True)
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, capture_output=True, env=tool_env())
     queued_s = time.monotonic() - started
     for name, status in statuses.items():
         logs = run(["dvc", "queue", "logs", name], repo)
