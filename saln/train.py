@@ -80,8 +80,9 @@ class TrainConfig:
 
     @property
     def keep(self) -> int:
-        """Images kept from a full batch: int(B * (1 - filter_ratio)), as in Algorithm 1."""
-        return int(self.batch_size * (1 - self.filter_ratio))
+        """Images kept from a full batch: int(B * (1 - filter_ratio)), as in Algorithm 1 (the small
+        tolerance keeps 40 x (1 - 0.8) = 7.999... at 8)."""
+        return math.floor(self.batch_size * (1 - self.filter_ratio) + 1e-9)
 
 
 def train_config(params: dict, lr: float | None = None) -> TrainConfig:
