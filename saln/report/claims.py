@@ -4,7 +4,8 @@ same pair as a Holm-corrected secondary.
 Every measurement compares SALN with a baseline seed by seed (``stats.paired``: 95% Student-t
 interval) and reads only points the runs measured:
 
-* (a) equal epochs: final test accuracy, each method at its best rate on validation (stage best_lr);
+* (a) equal epochs: final test accuracy, each method at its best rate on validation among the rates
+  whose runs trained (``MethodRuns.rate``);
 * (b) equal images back-propagated: test accuracy at the largest point of the shared budget grid at
   or below the smaller of the two methods' final budgets (every run evaluates at that grid);
 * (c) equal all-in seconds: test accuracy at each seed's last measured point at or before the smaller
@@ -93,6 +94,15 @@ class MethodRuns:
     def eligible(self) -> dict[float, RateRuns]:
         return {lr: r for lr, r in self.rates.items() if r.trained and r.runs}
 
+    @property
+    def rate(self) -> float | None:
+        """The best rate on final validation accuracy (mean over seeds) among the rates whose runs
+        trained; equal means go to the smaller rate. Stage best_lr's pick may be a rate whose runs
+        did not train (a high accuracy with a loss above ln(classes)): verdicts never read those."""
+        scored = [(sum(r["val_acc"] for r in rate.runs.values()) / len(rate.runs), -lr)
+                  for lr, rate in self.eligible().items()]
+        return -max(scored)[1] if scored else None
+
 
 @dataclass(frozen=True)
 class Chance:
@@ -146,9 +156,7 @@ def at_epochs(a: MethodRuns, b: MethodRuns, baseline: str, key: str) -> Cell:
     """(a) final test accuracy or (d) all-in seconds saved, each at its best rate on validation."""
     if why := _no_rate(a, b, baseline):
         return Cell(key, why)
-    ra, rb = (m.eligible().get(m.best_lr) for m in (a, b))
-    if ra is None or rb is None:
-        return Cell(key, "a best rate on validation did not train: no verdict")
+    ra, rb = (m.eligible()[m.rate] for m in (a, b))
     if key == "epochs":
         result = paired(*(_per_seed(r, lambda run, h: 100 * run["test_acc"]) for r in (ra, rb)))
         unit = "pp"
@@ -158,7 +166,7 @@ def at_epochs(a: MethodRuns, b: MethodRuns, baseline: str, key: str) -> Cell:
         unit = "s"
     if result is None:
         return Cell(key, "no seed in common")
-    return Cell(key, f"{result.format(unit)}; {_rate_text(a.best_lr, b.best_lr, baseline)}", result)
+    return Cell(key, f"{result.format(unit)}; {_rate_text(a.rate, b.rate, baseline)}", result)
 
 
 def _points(history: History, x_name: str, offset: float = 0.0) -> list[tuple[float, float, float]]:

@@ -90,15 +90,16 @@ def time_to_target(ev: Evidence) -> tuple[str, list[list]]:
     """Per method at its best rate: images and all-in seconds to first reach each fraction of standard's
     final validation accuracy (mean over the seeds that reached it, and how many did)."""
     base = ev.groups.get(BASELINE)
-    if base is None or base.best_lr not in base.rates or not base.rates[base.best_lr].trained:
+    if base is None or base.rate is None:
         return f"*No time-to-target table: `{BASELINE}` has no trained run at its best rate.*", []
-    final = stat([r["val_acc"] for r in base.rates[base.best_lr].runs.values()]).mean
+    final = stat([r["val_acc"] for r in base.rates[base.rate].runs.values()]).mean
     rows, csv_rows = [], []
     for method, g in ev.groups.items():
-        rate = g.rates.get(g.best_lr)
+        rate = g.rates.get(g.rate)
         if rate is None:
+            rows.append([method, "—"] + ["no rate trained"] * len(TARGETS))
             continue
-        cells = [method, f"{g.best_lr:g}"]
+        cells = [method, f"{g.rate:g}"]
         for fraction in TARGETS:
             reached = []
             for h in rate.histories.values():
@@ -114,7 +115,7 @@ def time_to_target(ev: Evidence) -> tuple[str, list[list]]:
             else:
                 img = sec = None
                 cells.append(f"not reached (0/{n})")
-            csv_rows.append([ev.dataset, method, g.best_lr, fraction, img, sec, len(reached), n])
+            csv_rows.append([ev.dataset, method, g.rate, fraction, img, sec, len(reached), n])
         rows.append(cells)
     header = ["method", "best lr"] + [f"{int(100 * f)}% of {100 * final:.1f}%" for f in TARGETS]
     intro = (f"Images back-propagated and all-in seconds until validation accuracy first reaches each share "
@@ -127,16 +128,17 @@ def cost_table(ev: Evidence) -> tuple[str, list[list]]:
     """Per method at its best rate: steps, scoring, one-off and all-in seconds, noisy timings flagged."""
     rows, csv_rows = [], []
     for method, g in ev.groups.items():
-        rate = g.rates.get(g.best_lr)
+        lr = g.rate if g.rate is not None else g.best_lr  # costs are read even where nothing trained
+        rate = g.rates.get(lr)
         if rate is None or not rate.runs:
             continue
         parts = [cost_breakdown(r, method, ev.one_off, ev.sharing) for r in rate.runs.values()]
         means = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
         flag = "noisy timing" if noisy([p["train_seconds"] for p in parts]) else ""
-        rows.append([method, f"{g.best_lr:g}", f"{means['steps_seconds']:.2f}", f"{means['scoring_seconds']:.2f}",
+        rows.append([method, f"{lr:g}", f"{means['steps_seconds']:.2f}", f"{means['scoring_seconds']:.2f}",
                      f"{means['one_off_seconds']:.2f}", f"{means['all_in_amortised']:.2f}",
                      f"{means['all_in_dataset']:.2f}", flag or "—"])
-        csv_rows.append([ev.dataset, method, g.best_lr, *(means[k] for k in sorted(means)), flag])
+        csv_rows.append([ev.dataset, method, lr, *(means[k] for k in sorted(means)), flag])
     header = ["method", "best lr", "steps s", "selection scoring s", "one-off s (per dataset)",
               "all-in s (amortised)", "all-in s (one-off paid alone)", "timing"]
     return markdown_table(header, rows), csv_rows
@@ -165,10 +167,13 @@ def rates_summary(ev: Evidence) -> list[str]:
             mean = stat([x["val_acc"] for x in r.runs.values()])
             cells.append(f"{lr:g}: {100 * mean.mean:.1f}%" + ("" if r.trained else f" ({DID_NOT_TRAIN})"))
         lrs = sorted(g.rates)
-        edge = g.best_lr is not None and len(lrs) > 1 and g.best_lr in (lrs[0], lrs[-1])
+        edge = g.rate is not None and len(lrs) > 1 and g.rate in (lrs[0], lrs[-1])
         rows.append([method, "; ".join(cells), "—" if g.best_lr is None else f"{g.best_lr:g}",
+                     "none trained" if g.rate is None else f"{g.rate:g}",
                      "widen the grid" if edge else "—"])
-    return [markdown_table(["method", "final val acc by rate (mean over seeds)", "best rate", "grid"], rows), ""]
+    header = ["method", "final val acc by rate (mean over seeds)", "best rate (stage best_lr)",
+              "best rate that trained (verdicts)", "grid"]
+    return [markdown_table(header, rows), ""]
 
 
 def verdict_lines(ev: Evidence, pairs_md: str, claims_md: str, table_dir: Path) -> tuple[list[str], list[str]]:
