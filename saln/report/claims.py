@@ -323,12 +323,19 @@ def pairs_markdown(rows: list[PairRow]) -> str:
     return markdown_table(["comparison"] + [h for _, h in MEASUREMENTS], body)
 
 
+def _primary_of(baseline: str, key: str) -> str:
+    """' (claim N's primary)' when this cell is another claim's primary (not Holm-corrected)."""
+    owner = next((c for c in CLAIMS if (c.baseline, c.primary) == (baseline, key)), None)
+    return "" if owner is None else f" (claim {owner.number}'s primary)"
+
+
 def claims_markdown(rows: list[ClaimRow]) -> str:
     names = dict(MEASUREMENTS)
     body = []
     for r in rows:
         primary = r.primary.text if r.primary else "not measured"
-        others = "; ".join(f"{c.outcome or 'not measured'} at {k}" for k, c in r.secondary)
+        others = "; ".join(f"{c.outcome or 'not measured'} at {k}{_primary_of(r.spec.baseline, k)}"
+                           for k, c in r.secondary)
         body.append([f"{r.spec.number}. {r.spec.text}", f"{METHOD} vs {r.spec.baseline}",
                      f"{names[r.spec.primary]}: {primary}", f"**{r.verdict}**", others or "—"])
     return markdown_table(["claim", "comparison", "primary measurement", "verdict",
