@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from saln.data import SplitConfig, make_splits, split_sizes
-from saln.validate import KNOWN_COUNTS
+from saln.errors import SalnError
+from saln.validate import KNOWN_COUNTS, validate_all
 from tests.conftest import ROOT
 
 
@@ -73,11 +74,20 @@ NEGATIVE_BETA = "uncertainty.beta must be a number >= 0, got -1"
                           "got 0.01"),
     ({"trian": {"epochs": 3}}, "unknown params key trian: did you mean train?"),
 ])
-def test_stage_validate_refuses_in_one_line(repo_params, tmp_path, changes, expected):
+def test_validate_refuses_in_one_line(repo_params, changes, expected):
+    """What stage validate checks, in-process (one subprocess below shows the stage prints it alone)."""
     params = repo_params
     for key, value in changes.items():
         params = edited(params, key, value)
-    assert_refused(run_stage("validate.py", params, tmp_path, "out"), tmp_path, expected)
+    with pytest.raises(SalnError) as err:
+        validate_all(params)
+    assert str(err.value) == expected and "\n" not in expected
+
+
+def test_stage_validate_prints_the_one_line_and_writes_nothing(repo_params, tmp_path):
+    params = edited(repo_params, "trian", {"epochs": 3})
+    assert_refused(run_stage("validate.py", params, tmp_path, "out"), tmp_path,
+                   "unknown params key trian: did you mean train?")
 
 
 def test_stage_validate_passes_the_repo_params(repo_params, tmp_path):
