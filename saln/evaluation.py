@@ -58,10 +58,11 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @contextlib.contextmanager
-def recalibrated_batchnorm(model: nn.Module, batches):
+def recalibrated_batchnorm(model: nn.Module, batches, forward_context=contextlib.nullcontext):
     """Inside the block, BatchNorm's running statistics are the plain average over ``batches`` (an
     iterable of ready input batches) of the current weights' activations; on exit the training
     statistics, momentum and mode come back exactly, so training goes on as if nothing happened.
+    ``forward_context()`` wraps the forward passes (the run's autocast).
 
     Only BatchNorm layers are in train mode during the pass: dropout and stochastic depth stay off.
     """
@@ -75,7 +76,7 @@ def recalibrated_batchnorm(model: nn.Module, batches):
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the sample's batches
             m.train()
-        with torch.no_grad():
+        with torch.no_grad(), forward_context():
             for x in batches:
                 model(x)
         model.eval()

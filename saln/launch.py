@@ -25,10 +25,10 @@ from saln.errors import SalnError
 from saln.features import load_features
 from saln.gpu_claim import claim_gpu
 from saln.layout import HEAD_FILE, MODEL_FILE, SELECTIONS_FILE, rate_checkpoint, rate_dir
-from saln.rates import record_divergence
+from saln.rates import learning_rates, record_divergence
 from saln.selection.base import Selector
 from saln.selection.registry import REGISTRY, check_method
-from saln.train import DivergedError, RunInputs, learning_rates, train_config, train_run
+from saln.train import DivergedError, RunInputs, train_config, train_run
 
 # Adds what a family's selectors need besides the data and features (a reference model, a pruned
 # subset) to the run's inputs: (inputs, selector class, parsed arguments).

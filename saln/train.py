@@ -410,7 +410,8 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
         saver = Saver(checkpoint, key, checkpoint_every)
         try:
             for epoch in range(done + 1, cfg.epochs + 1):
-                run_epoch(state, live, split["train"], plan, cfg, method, epoch, n_batches, progress and main, curves)
+                run_epoch(state, live, split["train"], plan, cfg, method, epoch, n_batches, progress and main,
+                          curves)
                 if epoch < cfg.epochs:  # after the last, the outputs follow
                     saver.after_epoch(state, epoch)
                 report_epoch(method, cfg.epochs, state.counts.history[-1], progress and main)
@@ -444,8 +445,8 @@ def open_live(out: Path):
     return Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
-def run_epoch(state: RunState, live, train_split: torch.Tensor, plan: EvalPlan, cfg: TrainConfig, method: str, epoch: int,
-              n_batches: int, progress: bool, curves: bool) -> None:
+def run_epoch(state: RunState, live, train_split: torch.Tensor, plan: EvalPlan, cfg: TrainConfig, method: str,
+              epoch: int, n_batches: int, progress: bool, curves: bool) -> None:
     """Train one epoch, evaluating at the budget grid's points inside it (train clock paused), then
     at its end (every epoch with curves, else after the last), and log the rows."""
     def at_budget(step: int) -> None:
@@ -674,13 +675,7 @@ def _recalibrated(trainer: Trainer, plan: EvalPlan, cfg: TrainConfig):
         return contextlib.nullcontext()
     batches = (x for _, x in test_time_batches(trainer.images, trainer.test_tf, cfg.eval_batch_size,
                                                trainer.device, trainer.fmt, plan.bn_sample))
-    return recalibrated_batchnorm(trainer.model, _autocast_each(batches, trainer))
-
-
-def _autocast_each(batches, trainer: Trainer):
-    for x in batches:
-        with autocast(trainer.device, trainer.bf16):
-            yield x
+    return recalibrated_batchnorm(trainer.model, batches, lambda: autocast(trainer.device, trainer.bf16))
 
 
 def log_row(live, counts: Counters, row: dict) -> None:
