@@ -40,7 +40,7 @@ from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memor
 from saln.distributed import Group
 from saln.errors import SalnError
 from saln.rates import learning_rates
-from saln.evaluation import (EvalPlan, budget_grid, fixed_subset, recalibrated_batchnorm,
+from saln.evaluation import (UNRECALIBRATED, EvalPlan, budget_grid, fixed_subset, recalibrated_batchnorm,
                              recalibration_sample)
 from saln.layout import HEAD_FILE, METRICS_FILE, MODEL_FILE, SELECTIONS_FILE
 from saln.features import images_to_tensor, test_time_batches
@@ -660,13 +660,22 @@ def evaluation_row(state: RunState, plan: EvalPlan, cfg: TrainConfig, epoch: flo
     trainer, counts, clocks = state.trainer, state.counts, state.clocks
     row = {"epoch": epoch}
     if evaluated and trainer.main:  # rank 0 evaluates alone
-        with clocks["eval"](), _recalibrated(trainer, plan, cfg):
-            for name, indices in plan.splits(final).items():
-                row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(
-                    trainer.model, trainer.images, trainer.labels, indices, trainer.test_tf,
-                    cfg.eval_batch_size, trainer.device, cfg.bf16, trainer.fmt)
+        with clocks["eval"]():
+            if final and plan.bn_sample is not None:  # the same weights with training's statistics, for the report
+                row.update(_evaluate_splits(trainer, plan.splits(final), cfg, UNRECALIBRATED))
+            with _recalibrated(trainer, plan, cfg):
+                row.update(_evaluate_splits(trainer, plan.splits(final), cfg))
     row.update(train_seconds=clocks["train"].seconds, selection_seconds=trainer.select_clock.seconds,
                images_backprop=counts.backprop, images_scored=counts.scored, steps=counts.steps)
+    return row
+
+
+def _evaluate_splits(trainer: Trainer, splits: dict, cfg: TrainConfig, suffix: str = "") -> dict:
+    row = {}
+    for name, indices in splits.items():
+        row[f"{name}_loss{suffix}"], row[f"{name}_acc{suffix}"] = evaluate(
+            trainer.model, trainer.images, trainer.labels, indices, trainer.test_tf,
+            cfg.eval_batch_size, trainer.device, cfg.bf16, trainer.fmt)
     return row
 
 
@@ -714,6 +723,7 @@ def final_metrics(counts: Counters, clocks: dict, trainer: Trainer, cfg: TrainCo
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "keep_per_batch": counts.keep_per_batch,
         "lr": cfg.lr, "seed": seed, "train_images": train_images, "num_classes": trainer.num_classes,
         "bn_recalibrate": cfg.bn_recalibrate, "eval_subset": cfg.eval_subset,
+        **{k: v for k, v in last.items() if k.endswith(UNRECALIBRATED)},
         "provenance": provenance(device),
     }
 

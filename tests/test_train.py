@@ -221,6 +221,10 @@ def test_batchnorm_recalibration_changes_evaluation_and_leaves_training_bitwise_
     assert curve(plain, "val_loss") != curve(recalibrated, "val_loss")  # evaluation saw other statistics
     assert all(a != b for a, b in zip(curve(plain, "val_loss")[1:], curve(recalibrated, "val_loss")[1:]))
     assert runs[0]["val_loss"] != runs[24]["val_loss"]
+    # The final evaluation also reads the same weights with training's statistics: the plain run's figures.
+    for name in ("val_acc", "val_loss", "test_acc", "test_loss"):
+        assert runs[24][f"{name}_unrecalibrated"] == runs[0][name], name
+        assert f"{name}_unrecalibrated" not in runs[0]
 
 
 # ---------------------------------------------------------------------------------------------
