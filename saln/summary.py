@@ -12,12 +12,14 @@ so ``dvc metrics diff`` compares methods across commits::
 A rate is "diverged" when any seed diverged there (as stage best_lr counts it); its numbers are
 left out. The std of a single seed is 0 (n says how many seeds there were).
 
-The curves (CSV, one file per x-axis, long format ``method,<x>,val_acc``) average the seeds of
-each method at its best rate: against epochs (epoch-end rows only), against images
-back-propagated (the rows logged at the same image count in every seed) and against training
-seconds (mean seconds over seeds at those same rows). DVC's own templates draw one line per file
-or column, not per value of a column, so dvc.yaml draws these with the template
-``PLOT_TEMPLATE`` (``.dvc/plots/by_method.json``): one colour per method, one dash per revision.
+The curves (CSV, long format ``method,<x>,val_acc``; one folder per x-axis, one file per dataset
+in it: ``results/plots/val_acc_by_images/<dataset>.csv``) average the seeds of each method at its
+best rate: against epochs (epoch-end rows only), against images back-propagated (the rows logged at
+the same image count in every seed) and against training seconds (mean seconds over seeds at those
+same rows). dvc.yaml's top-level ``plots:`` names the three folders, so ``dvc plots show`` draws one
+plot per dataset and axis whatever datasets params.yaml lists. DVC's own templates draw one line
+per file or column, not per value of a column, so those plots use the template ``PLOT_TEMPLATE``
+(``.dvc/plots/by_method.json``): one colour per method, one dash per revision.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from saln.report.history import History, read_history
 
 STATS = ("test_acc", "val_acc", "train_seconds", "all_in_amortised", "all_in_dataset", "images_backprop")
 DIVERGED = "diverged"
-# x-axis column -> file name in the plots folder (dvc.yaml names these files)
-PLOT_FILES = {"images_backprop": "val_acc_by_images.csv", "train_seconds": "val_acc_by_seconds.csv",
-              "epoch": "val_acc_by_epochs.csv"}
+# x-axis column -> its folder in the plots folder, one <dataset>.csv each (dvc.yaml's plots: names these)
+PLOT_FOLDERS = {"images_backprop": "val_acc_by_images", "train_seconds": "val_acc_by_seconds",
+                "epoch": "val_acc_by_epochs"}
 TEMPLATE_NAME = "by_method"  # .dvc/plots/by_method.json holds PLOT_TEMPLATE
 
 
@@ -149,12 +151,16 @@ def method_curves(root: Path, dataset: str, method: str, seeds: list[int], lr: f
             "epoch": epochs}
 
 
-def write_curves(folder: Path, curves: dict[str, dict[str, list]]) -> list[Path]:
+def plot_file(plots: Path, axis: str, dataset: str) -> Path:
+    return plots / PLOT_FOLDERS[axis] / f"{dataset}.csv"
+
+
+def write_curves(plots: Path, dataset: str, curves: dict[str, dict[str, list]]) -> list[Path]:
     """One long-format CSV per x-axis (``method,<x>,val_acc``) from method -> method_curves(...)."""
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for axis, name in PLOT_FILES.items():
-        path = folder / name
+    for axis in PLOT_FOLDERS:
+        path = plot_file(plots, axis, dataset)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["method", axis, "val_acc"])

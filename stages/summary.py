@@ -1,6 +1,7 @@
 """Stage summary: one metrics file per dataset (per method and rate: mean, std and n over seeds of
 accuracy, seconds, all-in seconds and images back-propagated; each method's best rate) and its
-validation curves overlaid per method at each method's best rate (CSV files for dvc plots)."""
+validation curves overlaid per method at each method's best rate (one CSV per x-axis under --plots,
+read by dvc.yaml's top-level plots)."""
 
 import _common
 import json
@@ -27,7 +28,7 @@ def main() -> None:
     curves = {m: method_curves(Path(args.train), args.dataset, m, run_seeds, summary[m]["best_lr"])
               for m in methods}
     # everything is computed before anything is written: a failed stage leaves no fresh-looking output
-    write_curves(Path(args.plots), curves)
+    write_curves(Path(args.plots), args.dataset, curves)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")

@@ -22,8 +22,8 @@ from saln.errors import SalnError
 from saln.layout import rate_dir, run_dir
 from saln.rates import choose_best, record_divergence
 from saln.report.history import read_history
-from saln.summary import (DIVERGED, PLOT_FILES, PLOT_TEMPLATE, TEMPLATE_NAME, budget_curve, epoch_curve,
-                          method_curves, rate_key, summarise, write_curves)
+from saln.summary import (DIVERGED, PLOT_FOLDERS, PLOT_TEMPLATE, TEMPLATE_NAME, budget_curve, epoch_curve,
+                          method_curves, plot_file, rate_key, summarise, write_curves)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, METHODS, SEEDS, LRS = "toy", ["standard", "saln"], [0, 1], [0.01, 0.1]
@@ -86,7 +86,7 @@ def make_tree(base: Path) -> dict[str, Path]:
              "probe": base / "results" / "features" / DATASET / "probe.json",
              "reference": base / "results" / "reference" / DATASET / "metrics.json",
              "out": base / "results" / "summary" / f"{DATASET}.json",
-             "plots": base / "results" / "plots" / DATASET, "params": base / "params.yaml"}
+             "plots": base / "results" / "plots", "params": base / "params.yaml"}
     for key in ("best_lr", "probe", "reference"):
         paths[key].parent.mkdir(parents=True)
     paths["best_lr"].write_text(json.dumps(choose_best(DATASET, METHODS, SEEDS, LRS, train)))
@@ -260,8 +260,8 @@ def test_the_stage_writes_the_summary_and_one_line_per_method(tree):
     done = run_stage(tree)
     assert done.returncode == 0, done.stderr
     assert json.loads(tree["out"].read_text()) == summary_of(tree)
-    for axis, name in PLOT_FILES.items():
-        with (tree["plots"] / name).open() as fh:
+    for axis in PLOT_FOLDERS:
+        with plot_file(tree["plots"], axis, DATASET).open() as fh:
             rows = list(csv.DictReader(fh))
         assert list(rows[0]) == ["method", axis, "val_acc"]
         assert {r["method"] for r in rows} == set(METHODS)
@@ -275,7 +275,7 @@ def test_the_stage_writes_the_summary_and_one_line_per_method(tree):
 
 def saln_column(tree, axis: str) -> tuple[list[float], list[float]]:
     """(x, val_acc) of saln's line in the stage's CSV for ``axis``."""
-    with (tree["plots"] / PLOT_FILES[axis]).open() as fh:
+    with plot_file(tree["plots"], axis, DATASET).open() as fh:
         rows = [r for r in csv.DictReader(fh) if r["method"] == "saln"]
     return [float(r[axis]) for r in rows], [float(r["val_acc"]) for r in rows]
 
@@ -288,43 +288,47 @@ def test_the_stage_fails_with_one_line_without_best_lr(tree):
     assert not tree["out"].exists() and not tree["plots"].exists()
 
 
-def test_dvc_draws_one_line_per_method(tree, tmp_path):
-    """`dvc plots show --json` on the stage's files, declared as dvc.yaml should declare them."""
+def top_level_plots() -> list:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text()).get("plots", [])
+
+
+def test_dvc_draws_one_plot_per_dataset_and_axis_with_one_line_per_method(tree, tmp_path):
+    """`dvc plots show --json` with the project's own top-level plots: and template, on the curves of
+    two datasets written as stage summary writes them."""
     best = {"standard": 0.1, "saln": 0.01}
-    write_curves(tree["plots"], {m: method_curves(tree["train"], DATASET, m, SEEDS, lr) for m, lr in best.items()})
+    curves = {m: method_curves(tree["train"], DATASET, m, SEEDS, lr) for m, lr in best.items()}
     repo, dvc = tmp_path / "repo", Path(sys.executable).with_name("dvc")
+    for dataset in (DATASET, "other"):
+        write_curves(repo / "results" / "plots", dataset, curves)
     env = os.environ | {"DVC_NO_ANALYTICS": "1"}
-    repo.mkdir()
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=repo, env=env, check=True, timeout=60)
     (repo / ".dvc" / "plots").mkdir()
-    (repo / ".dvc" / "plots" / f"{TEMPLATE_NAME}.json").write_text(json.dumps(PLOT_TEMPLATE))
-    shutil.copytree(tree["plots"], repo / "results" / "plots" / DATASET)
-    plots = [{f"results/plots/${{item.dataset}}/{name}": {"cache": False, "x": axis, "y": "val_acc",
-                                                          "template": TEMPLATE_NAME}}
-             for axis, name in PLOT_FILES.items()]
-    stage = {"matrix": {"dataset": [DATASET]}, "cmd": "true", "plots": plots}
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"summary": stage}}))
+    shutil.copy(ROOT / ".dvc" / "plots" / f"{TEMPLATE_NAME}.json", repo / ".dvc" / "plots")
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"plots": top_level_plots()}))
     shown = subprocess.run([dvc, "plots", "show", "--json"], cwd=repo, env=env, capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr + shown.stdout
     data = json.loads(shown.stdout)["data"]
-    assert sorted(data) == sorted(f"results/plots/{DATASET}/{name}" for name in PLOT_FILES.values())
-    for (plot,) in data.values():
+    assert sorted(data) == sorted(f"results/plots/{PLOT_FOLDERS[axis]}/{dataset}.csv"
+                                  for axis in PLOT_FOLDERS for dataset in (DATASET, "other"))
+    for path, (plot,) in data.items():
         content = plot["content"]
+        axis = next(a for a, folder in PLOT_FOLDERS.items() if f"/{folder}/" in path)
+        assert content["encoding"]["x"]["field"] == axis
         assert content["encoding"]["color"]["field"] == "method"  # one line per method ...
         assert {p["method"] for p in content["data"]["values"]} == set(METHODS)  # ... both drawn
 
 
-def stage_plots() -> list | None:
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].get("summary")
-    return None if stage is None else stage.get("plots", [])
-
-
-@pytest.mark.skipif(stage_plots() is None, reason="dvc.yaml has no summary stage")
-def test_dvc_yaml_draws_the_files_the_stage_writes():
-    declared = {path: props for entry in stage_plots() for path, props in entry.items()}
-    for axis, name in PLOT_FILES.items():
-        props = declared[f"results/plots/${{item.dataset}}/{name}"]
-        assert (props["x"], props["y"], props["template"], props["cache"]) == (axis, "val_acc", TEMPLATE_NAME, False)
+def test_dvc_yaml_plots_the_folders_the_summary_stage_writes():
+    declared = {path: props for entry in top_level_plots() for path, props in entry.items()}
+    assert declared.keys() == {f"results/plots/{folder}" for folder in PLOT_FOLDERS.values()}
+    for axis, folder in PLOT_FOLDERS.items():
+        props = declared[f"results/plots/{folder}"]
+        assert (props["x"], props["y"], props["template"]) == (axis, "val_acc", TEMPLATE_NAME)
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["summary"]
+    outs = {path: props for entry in stage["outs"] for path, props in entry.items()}
+    assert outs == {f"results/plots/{folder}/${{item.dataset}}.csv": {"cache": False}
+                    for folder in PLOT_FOLDERS.values()}
+    assert "--plots results/plots" in stage["cmd"] and "plots" not in stage  # drawn once, by the top level
     template = ROOT / ".dvc" / "plots" / f"{TEMPLATE_NAME}.json"
     assert json.loads(template.read_text()) == PLOT_TEMPLATE
