@@ -53,12 +53,6 @@ def recalibration_sample(train_split: torch.Tensor, size: int, seed: int) -> tor
     return train_split[order[:size].to(train_split.device)]
 
 
-# With recalibration on, the final evaluation also reads the same weights with training's own
-# statistics; those metrics carry this suffix (val_acc_unrecalibrated, ...), so the report can set
-# the two side by side on identical training.
-UNRECALIBRATED = "_unrecalibrated"
-
-
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 

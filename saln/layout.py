@@ -31,6 +31,9 @@ REPORT_ROOT = Path("reports")
 
 METRICS_FILE, DIVERGED_FILE = "metrics.json", "diverged.json"
 HEAD_FILE, MODEL_FILE, SELECTIONS_FILE = "head.pt", "model.pt", "selections.npz"
+# With train.bn_recalibrate on, the final evaluation also reads the same weights with training's own
+# BatchNorm statistics; those metrics carry this suffix (val_acc_unrecalibrated, ...).
+UNRECALIBRATED = "_unrecalibrated"
 
 
 def run_dir(root: str | Path, dataset: str, method: str, seed: int) -> Path:

@@ -42,6 +42,11 @@ def read_outcome(directory: Path) -> dict | None:
     return None
 
 
+def rate_diverged(directories: list[Path]) -> bool:
+    """Any of these runs of one rate (one per seed) diverged: the rate is never read."""
+    return any((outcome := read_outcome(Path(d))) is not None and "diverged" in outcome for d in directories)
+
+
 def record_divergence(directory: Path, lr: float, reason: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / DIVERGED_FILE).write_text(json.dumps({"lr": lr, "reason": reason}, indent=2) + "\n")
@@ -60,7 +65,7 @@ def choose_best(dataset: str, methods: list[str], seeds: list[int], lrs: list[fl
             dirs = [rate_dir(run_dir(root, dataset, method, s), lr) for s in seeds]
             outcomes = [read_outcome(d) for d in dirs]
             runs[str(lr)] = [str(d) for d in dirs]
-            if any(o is not None and "diverged" in o for o in outcomes):
+            if rate_diverged(dirs):
                 diverged.append(str(lr))
             val[str(lr)] = (sum(o["val_acc"] for o in outcomes) / len(outcomes)
                             if all(o is not None and "diverged" not in o for o in outcomes) else None)

@@ -40,9 +40,9 @@ from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memor
 from saln.distributed import Group
 from saln.errors import SalnError
 from saln.rates import learning_rates
-from saln.evaluation import (UNRECALIBRATED, EvalPlan, budget_grid, fixed_subset, recalibrated_batchnorm,
+from saln.evaluation import (EvalPlan, budget_grid, fixed_subset, recalibrated_batchnorm,
                              recalibration_sample)
-from saln.layout import HEAD_FILE, METRICS_FILE, MODEL_FILE, SELECTIONS_FILE
+from saln.layout import HEAD_FILE, METRICS_FILE, MODEL_FILE, SELECTIONS_FILE, UNRECALIBRATED
 from saln.features import images_to_tensor, test_time_batches
 from saln.selection import LearnerView, SelectionBatch, Selector, build
 

@@ -484,11 +484,12 @@ def _project_imports(path: Path) -> set[str]:
 
 def test_the_report_imports_only_config_layout_rate_and_cost_helpers_and_itself():
     """The report reads results; it must not depend on the training code (train, data, backbones). Outside
-    saln.report it uses the config helpers, the results layout, train.lrs' reader and the cost accounting
-    (which asks the selector registry which one-off work a method needs)."""
+    saln.report it uses the config helpers, the results layout, train.lrs' and divergence's readers and the
+    cost accounting (which asks the selector registry which one-off work a method needs)."""
     allowed = {"saln.config.load_params", "saln.config.require", "saln.config.number", "saln.config.seeds",
                "saln.config.dataset_names", "saln.config.listed_methods", "saln.config.batch_numbers",
-               "saln.errors.SalnError", "saln.errors.one_line_errors", "saln.rates.learning_rates"}
+               "saln.errors.SalnError", "saln.errors.one_line_errors", "saln.rates.learning_rates",
+               "saln.rates.rate_diverged"}
     allowed_modules = ("saln.layout.", "saln.costs.")
     paths = [ROOT / "stages" / "report.py", *(ROOT / "saln" / "report").glob("*.py")]
     for path in paths:

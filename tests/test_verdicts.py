@@ -4,6 +4,7 @@ best rate per budget chosen on validation, time to target, and the whole report 
 
 import csv
 import dataclasses
+import json
 import math
 import shutil
 
@@ -12,7 +13,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from saln.evaluation import budget_grid
-from saln.layout import METRICS_FILE, rate_dir, run_dir
+from saln.layout import METRICS_FILE, UNRECALIBRATED, rate_dir, run_dir
 from saln.rates import choose_best, record_divergence
 from saln.report.build import build_report
 from saln.report.claims import (CLAIMS, DID_NOT_TRAIN, Chance, MethodRuns, RateRuns, at_epochs, at_images,
@@ -21,7 +22,8 @@ from saln.report.history import read_history
 from saln.report.paper import load_paper
 from saln.report.runs import load_run
 from saln.report.stats import LOSS, TIE, WIN, holm, holm_outcome, paired
-from saln.report.verdicts import Inputs, chance_of, evidence, rates_summary, time_to_target, untrained_lines
+from saln.report.verdicts import (Inputs, batchnorm_table, chance_of, evidence, rates_summary, time_to_target,
+                                  untrained_lines)
 from tests.test_report import (LR, make_regime, make_roots, write_best, write_models, write_one_offs,
                                write_prepared, write_run)
 
@@ -418,6 +420,30 @@ def test_time_to_target_counts_the_seeds_that_reached_it(tmp_path):
     no_base = dataclasses.replace(ev, groups={m: g for m, g in ev.groups.items() if m != "standard"})
     assert time_to_target(no_base) == ("*No time-to-target table: `standard` has no trained run at its best "
                                        "rate.*", [])
+
+
+def test_batchnorm_table_pairs_each_seeds_final_accuracy_with_and_without_recalibration(tmp_path):
+    """Recalibrated runs record the final metrics twice; the table differences them seed by seed."""
+    roots = make_roots(tmp_path)
+    write_tree(roots, lambda m, s, lr: trainer_rows(BATCH if m == "standard" else KEEP, flat(0.6), flat(0.7)),
+               ["standard", "saln"], [0, 1, 2], [LR])
+    assert batchnorm_table(evidence("digits", ["standard", "saln"], [0, 1, 2], [LR], inputs(roots))) is None
+    gains = {0: 0.02, 1: 0.04, 2: 0.06}  # saln: re-estimated statistics 2, 4 and 6 pp above training's
+    for seed, gain in gains.items():
+        path = rate_dir(run_dir(roots.train, "digits", "saln", seed), LR) / METRICS_FILE
+        metrics = json.loads(path.read_text())
+        metrics |= {"bn_recalibrate": 256, f"test_acc{UNRECALIBRATED}": metrics["test_acc"] - gain,
+                    f"val_acc{UNRECALIBRATED}": metrics["val_acc"], f"test_loss{UNRECALIBRATED}": 1.0,
+                    f"val_loss{UNRECALIBRATED}": 1.0}
+        path.write_text(json.dumps(metrics))
+    text, rows = batchnorm_table(evidence("digits", ["standard", "saln"], [0, 1, 2], [LR], inputs(roots)))
+    assert [r[:4] for r in rows] == [["digits", "saln", LR, "test"], ["digits", "saln", LR, "val"]]
+    test, val = rows
+    half = scipy_stats.t.ppf(0.975, 2) * 2.0 / math.sqrt(3)  # differences 2, 4, 6 pp: sd 2
+    assert test[4:] == pytest.approx([66.0, 70.0, 4.0, 4.0 - half, 4.0 + half, 3])
+    assert val[4:] == pytest.approx([60.0, 60.0, 0.0, 0.0, 0.0, 3])
+    assert "on 256 fixed training images" in text and "| saln | 0.01 | 66.0 | 70.0 | +4.0 pp [" in text
+    assert "| standard |" not in text  # it did not recalibrate
 
 
 # --- The whole report on a small results tree -------------------------------------------------------

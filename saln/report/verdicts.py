@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from saln.costs import OneOff, cost_breakdown, noisy, read_one_offs, sharing_runs
-from saln.layout import DIVERGED_FILE, rate_dir, run_dir
+from saln.layout import UNRECALIBRATED, rate_dir, run_dir
+from saln.rates import rate_diverged
 from saln.report.claims import (DID_NOT_TRAIN, Chance, ClaimRow, MethodRuns, PairRow, RateRuns, claim_rows,
                                 did_not_train_rule, pair_rows)
 from saln.report.history import read_history
 from saln.report.markdown import markdown_table
 from saln.report.runs import best_rates, collect_rate_runs, stat
+from saln.report.stats import paired
 
 TARGETS = (0.5, 0.75, 0.9)  # fractions of standard's final validation accuracy
 BASELINE = "standard"
@@ -58,18 +60,14 @@ def evidence(dataset: str, methods: list[str], seeds: list[int], lrs: list[float
     for method, rates in collect_rate_runs(dataset, methods, seeds, lrs, roots.train).items():
         offset = cost_breakdown({"train_seconds": 0.0, "selection_seconds": 0.0}, method, one_off,
                                 sharing)["all_in_amortised"]
+        run_dirs = [run_dir(roots.train, dataset, method, s) for s in seeds]
         groups[method] = MethodRuns(
             {lr: RateRuns(runs, {s: read_history(r["dir"]) for s, r in runs.items()},
-                          not _diverged(roots.train, dataset, method, seeds, lr)
+                          not rate_diverged([rate_dir(d, lr) for d in run_dirs])
                           and all(chance.trained(r) for r in runs.values())) for lr, runs in rates.items()},
             best.get(method), offset)
     pairs = pair_rows(groups)
     return Evidence(dataset, groups, chance, one_off, sharing, pairs, claim_rows(pairs))
-
-
-def _diverged(train: Path, dataset: str, method: str, seeds: list[int], lr: float) -> bool:
-    """A seed of this rate diverged (diverged.json): like stage best_lr, never read the rate."""
-    return any((rate_dir(run_dir(train, dataset, method, s), lr) / DIVERGED_FILE).is_file() for s in seeds)
 
 
 def untrained_lines(ev: Evidence) -> list[str]:
@@ -144,6 +142,41 @@ def cost_table(ev: Evidence) -> tuple[str, list[list]]:
     return markdown_table(header, rows), csv_rows
 
 
+def batchnorm_table(ev: Evidence) -> tuple[str, list[list]] | None:
+    """Per method at its best rate, final accuracy with BatchNorm's statistics re-estimated (what every
+    table above reads) against training's own statistics, on the same weights; None when the runs
+    did not recalibrate (train.bn_recalibrate 0)."""
+    rows, csv_rows, sample = [], [], 0
+    for method, g in ev.groups.items():
+        rate = g.rates.get(g.rate)
+        runs = {s: r for s, r in rate.runs.items() if f"test_acc{UNRECALIBRATED}" in r} if rate else {}
+        if not runs:
+            continue
+        sample = max(r["bn_recalibrate"] for r in runs.values())
+        cells = [method, f"{g.rate:g}"]
+        for split in ("test", "val"):
+            on = {s: 100 * r[f"{split}_acc"] for s, r in runs.items()}
+            off = {s: 100 * r[f"{split}_acc{UNRECALIBRATED}"] for s, r in runs.items()}
+            diff = paired(on, off)
+            cells += [f"{stat(list(off.values())).mean:.1f}", f"{stat(list(on.values())).mean:.1f}",
+                      f"{diff.format('pp', 1)} {diff.outcome}"]
+            csv_rows.append([ev.dataset, method, g.rate, split, stat(list(off.values())).mean,
+                             stat(list(on.values())).mean, diff.mean, diff.low, diff.high, diff.n])
+        rows.append(cells)
+    if not rows:
+        return None
+    header = ["method", "best lr"] + [f"{split} acc % {what}" for split in ("test", "val")
+                                      for what in ("training stats", "re-estimated", "re-estimated − training")]
+    intro = (f"Every evaluation of these runs re-estimated BatchNorm's statistics on {sample} fixed training "
+             "images (`train.bn_recalibrate`), so the tables above read the weights alone, not the statistics "
+             "a selector's kept images left behind. The final evaluation also read the same weights with "
+             "training's own running statistics (`*_unrecalibrated`): each method at its best rate, paired "
+             "over seeds (95% interval).")
+    return intro + "\n\n" + markdown_table(header, rows), csv_rows
+
+
+BATCHNORM_FIELDS = ["dataset", "method", "lr", "split", "acc_training_stats", "acc_reestimated",
+                    "difference", "low", "high", "seeds"]
 COST_FIELDS = ["dataset", "method", "lr", "all_in_amortised", "all_in_dataset", "one_off_seconds",
                "scoring_seconds", "steps_seconds", "train_seconds", "flag"]
 TARGET_FIELDS = ["dataset", "method", "lr", "fraction", "images", "all_in_seconds", "seeds_reached", "seeds"]
@@ -185,6 +218,10 @@ def verdict_lines(ev: Evidence, pairs_md: str, claims_md: str, table_dir: Path) 
     lines = ["#### Rates", ""] + rates_summary(ev) + untrained_lines(ev)
     lines += ["#### Claims", "", claims_md, "", "#### Measurements", "", pairs_md, ""]
     lines += ["#### Time to target", "", target_md, ""]
+    if (batchnorm := batchnorm_table(ev)) is not None:
+        names.append(f"{ev.dataset}_batchnorm.csv")
+        write_rows(table_dir / names[-1], BATCHNORM_FIELDS, batchnorm[1])
+        lines += ["#### BatchNorm statistics", "", batchnorm[0], ""]
     lines += ["#### All-in cost", "", f"One-off seconds: features {_sec(ev.one_off.features)}, reference model "
               f"{_sec(ev.one_off.reference)}; shared by {ev.sharing['features']} and {ev.sharing['reference']} "
               "runs of this dataset. A timing whose coefficient of variation over seeds exceeds 25% is flagged "
