@@ -23,7 +23,7 @@ from saln.report.paper import load_paper
 from saln.report.runs import load_run
 from saln.report.stats import LOSS, TIE, WIN, holm, holm_outcome, paired
 from saln.report.verdicts import (Inputs, batchnorm_table, chance_of, evidence, rates_summary, time_to_target,
-                                  untrained_lines)
+                                  untrained_lines, verdict_lines)
 from tests.test_report import (LR, make_regime, make_roots, write_best, write_models, write_one_offs,
                                write_prepared, write_run)
 
@@ -444,6 +444,10 @@ def test_batchnorm_table_pairs_each_seeds_final_accuracy_with_and_without_recali
     assert val[4:] == pytest.approx([60.0, 60.0, 0.0, 0.0, 0.0, 3])
     assert "on 256 fixed training images" in text and "| saln | 0.01 | 66.0 | 70.0 | +4.0 pp [" in text
     assert "| standard |" not in text  # it did not recalibrate
+    lines, names = verdict_lines(evidence("digits", ["standard", "saln"], [0, 1, 2], [LR], inputs(roots)), "", "",
+                                 tmp_path)
+    assert "re-estimated" in lines[0] and "#### BatchNorm statistics" in lines and "digits_batchnorm.csv" in names
+    assert len(list(csv.DictReader((tmp_path / "digits_batchnorm.csv").open()))) == 2
 
 
 # --- The whole report on a small results tree -------------------------------------------------------

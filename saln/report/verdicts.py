@@ -215,10 +215,14 @@ def verdict_lines(ev: Evidence, pairs_md: str, claims_md: str, table_dir: Path) 
     names = [f"{ev.dataset}_time_to_target.csv", f"{ev.dataset}_all_in_cost.csv"]
     write_rows(table_dir / names[0], TARGET_FIELDS, target_rows)
     write_rows(table_dir / names[1], COST_FIELDS, cost_rows)
-    lines = ["#### Rates", ""] + rates_summary(ev) + untrained_lines(ev)
+    batchnorm = batchnorm_table(ev)
+    lines = [] if batchnorm is None else [
+        "*Every evaluation below read BatchNorm statistics re-estimated on fixed training images "
+        "(`train.bn_recalibrate`); the table \"BatchNorm statistics\" sets training's own beside them.*", ""]
+    lines += ["#### Rates", ""] + rates_summary(ev) + untrained_lines(ev)
     lines += ["#### Claims", "", claims_md, "", "#### Measurements", "", pairs_md, ""]
     lines += ["#### Time to target", "", target_md, ""]
-    if (batchnorm := batchnorm_table(ev)) is not None:
+    if batchnorm is not None:
         names.append(f"{ev.dataset}_batchnorm.csv")
         write_rows(table_dir / names[-1], BATCHNORM_FIELDS, batchnorm[1])
         lines += ["#### BatchNorm statistics", "", batchnorm[0], ""]
