@@ -60,7 +60,7 @@ RULE = (
     "Each cell is the mean per-seed difference SALN minus the baseline (same seed: same initialisation and "
     "batch order), with its 95% Student-t interval over seeds (n - 1 degrees of freedom); *win* or *loss* "
     "only when the interval excludes 0, else *tie*. Each claim is judged on one **primary** measurement; the "
-    "table's other cells are secondary, Holm-corrected together at family-wise 5% (with 3 seeds they "
+    "table's other cells are secondary, Holm-corrected together at family-wise 5% (with few seeds they "
     "rarely reach significance: expected). (b) and (c) read measured points only: (b) the largest point of "
     "the shared evaluation grid at or below the smaller final budget; (c) each seed's last measured point "
     "at or before the smaller final all-in seconds. At (b) and (c) each method runs at its best rate for "
