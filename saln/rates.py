@@ -42,9 +42,9 @@ def read_outcome(directory: Path) -> dict | None:
     return None
 
 
-def rate_diverged(directories: list[Path]) -> bool:
-    """Any of these runs of one rate (one per seed) diverged: the rate is never read."""
-    return any((outcome := read_outcome(Path(d))) is not None and "diverged" in outcome for d in directories)
+def rate_diverged(outcomes: list[dict | None]) -> bool:
+    """Any of one rate's outcomes (``read_outcome``, one per seed) is a divergence: the rate is never read."""
+    return any(outcome is not None and "diverged" in outcome for outcome in outcomes)
 
 
 def record_divergence(directory: Path, lr: float, reason: str) -> None:
@@ -65,7 +65,7 @@ def choose_best(dataset: str, methods: list[str], seeds: list[int], lrs: list[fl
             dirs = [rate_dir(run_dir(root, dataset, method, s), lr) for s in seeds]
             outcomes = [read_outcome(d) for d in dirs]
             runs[str(lr)] = [str(d) for d in dirs]
-            if rate_diverged(dirs):
+            if rate_diverged(outcomes):
                 diverged.append(str(lr))
             val[str(lr)] = (sum(o["val_acc"] for o in outcomes) / len(outcomes)
                             if all(o is not None and "diverged" not in o for o in outcomes) else None)

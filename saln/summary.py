@@ -33,7 +33,7 @@ import numpy as np
 from saln.costs import OneOff, cost_breakdown, one_off_of, sharing_runs
 from saln.errors import SalnError
 from saln.layout import rate_dir, run_dir
-from saln.rates import read_outcome
+from saln.rates import rate_diverged, read_outcome
 from saln.report.history import History, read_history
 
 STATS = ("test_acc", "val_acc", "train_seconds", "all_in_amortised", "all_in_dataset", "images_backprop")
@@ -66,7 +66,7 @@ def read_rate(root: Path, dataset: str, method: str, seeds: list[int], lr: float
         if outcome is None:
             raise SalnError(f"{folder} has neither metrics.json nor diverged.json: run the train stages first")
         outcomes.append(outcome)
-    return None if any("diverged" in o for o in outcomes) else outcomes
+    return None if rate_diverged(outcomes) else outcomes
 
 
 def rate_summary(outcomes: list[dict], method: str, one_off: OneOff, sharing: dict[str, int]) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 
 from saln.costs import OneOff, cost_breakdown, noisy, read_one_offs, sharing_runs
 from saln.layout import UNRECALIBRATED, rate_dir, run_dir
-from saln.rates import rate_diverged
+from saln.rates import rate_diverged, read_outcome
 from saln.report.claims import (DID_NOT_TRAIN, Chance, ClaimRow, MethodRuns, PairRow, RateRuns, claim_rows,
                                 did_not_train_rule, pair_rows)
 from saln.report.history import read_history
@@ -63,7 +63,7 @@ def evidence(dataset: str, methods: list[str], seeds: list[int], lrs: list[float
         run_dirs = [run_dir(roots.train, dataset, method, s) for s in seeds]
         groups[method] = MethodRuns(
             {lr: RateRuns(runs, {s: read_history(r["dir"]) for s, r in runs.items()},
-                          not rate_diverged([rate_dir(d, lr) for d in run_dirs])
+                          not rate_diverged([read_outcome(rate_dir(d, lr)) for d in run_dirs])
                           and all(chance.trained(r) for r in runs.values())) for lr, runs in rates.items()},
             best.get(method), offset)
     pairs = pair_rows(groups)
@@ -157,11 +157,10 @@ def batchnorm_table(ev: Evidence) -> tuple[str, list[list]] | None:
         for split in ("test", "val"):
             on = {s: 100 * r[f"{split}_acc"] for s, r in runs.items()}
             off = {s: 100 * r[f"{split}_acc{UNRECALIBRATED}"] for s, r in runs.items()}
-            diff = paired(on, off)
-            cells += [f"{stat(list(off.values())).mean:.1f}", f"{stat(list(on.values())).mean:.1f}",
-                      f"{diff.format('pp', 1)} {diff.outcome}"]
-            csv_rows.append([ev.dataset, method, g.rate, split, stat(list(off.values())).mean,
-                             stat(list(on.values())).mean, diff.mean, diff.low, diff.high, diff.n])
+            diff, mean_on, mean_off = paired(on, off), stat(on.values()).mean, stat(off.values()).mean
+            cells += [f"{mean_off:.1f}", f"{mean_on:.1f}", f"{diff.format('pp', 1)} {diff.outcome}"]
+            csv_rows.append([ev.dataset, method, g.rate, split, mean_off, mean_on, diff.mean, diff.low, diff.high,
+                             diff.n])
         rows.append(cells)
     if not rows:
         return None
