@@ -179,7 +179,7 @@ def pipeline_epoch(trainer: Trainer, s: Setting) -> None:
     n = len(trainer.labels)
     order = torch.randperm(n, generator=trainer.shuffle_generator, device=trainer.device)
     for b in range(s.steps):
-        trainer.step(order[b * s.batch:(b + 1) * s.batch])
+        trainer.step(order[b * s.batch:(b + 1) * s.batch], 1)
 
 
 def measure_pipeline(inputs: RunInputs, s: Setting, method: str, device: torch.device) -> dict:
@@ -218,7 +218,7 @@ def count_host_syncs(trainer: Trainer, s: Setting) -> int | None:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            trainer.step(idx)
+            trainer.step(idx, 1)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message).lower() for w in caught)

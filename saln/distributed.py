@@ -9,8 +9,8 @@ CUDA, worker r on cuda:r) and runs one training run over the W workers.
 
 The helpers below are the only places that talk to ``torch.distributed``: shard bounds, a row
 all-gather for shards of unequal length, broadcasts of rank 0's choices and an all-reduce.
-``augment_shard`` applies a rank's slice of a batch-wide augmentation draw, so every image gets the
-augmentation of its global position whatever the number of ranks.
+A rank augments its shard with each image's own keyed draws (``saln.transforms.augment_draws``),
+so an image's augmentation does not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ from torch import nn
 from saln.errors import SalnError
 
 WORKER_ENV = ("WORLD_SIZE", "LOCAL_RANK")  # set by torchrun in every worker it starts
-# kornia parameters that describe the whole batch, not one image each (ColorJitter's "order" is the
-# permutation of its four colour ops; "forward_input_shape" is the batch's shape).
-BATCH_LEVEL_PARAMS = ("forward_input_shape", "order")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,43 +201,4 @@ def gather_objects(obj) -> list | None:
     """Every rank's picklable ``obj`` as a list on rank 0 (rank order); None on the other ranks."""
     out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(obj, out, dst=0)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation by global position
-
-
-def augment_shard(pipeline: nn.Sequential, images: torch.Tensor, total: int, start: int) -> torch.Tensor:
-    """Rows [start, start + len(images)) of ``pipeline`` applied to a batch of ``total`` images.
-
-    Every kornia step draws its random parameters for the whole batch of ``total``, exactly as
-    ``pipeline(batch)`` would (the same calls on the same RNG, so every rank's RNG stays in step
-    with a single process's), and applies this rank's rows of them to this rank's images. Steps
-    without parameters (the uint8 -> float conversion) apply as they are.
-    """
-    x, stop = images, start + len(images)
-    for step in pipeline:
-        if not hasattr(step, "forward_parameters"):
-            x = step(x)
-            continue
-        params = step.forward_parameters(torch.Size((total, *x.shape[1:])))
-        x = step(x, params=slice_params(params, total, start, stop, x.shape))
-    return x
-
-
-def slice_params(params: dict, total: int, start: int, stop: int, shape: torch.Size) -> dict:
-    """Per-image kornia parameters cut to rows [start, stop); batch-level ones kept or re-shaped."""
-    out = {}
-    for key, value in params.items():
-        if key == "forward_input_shape":
-            out[key] = torch.tensor(tuple(shape), dtype=value.dtype, device=value.device)
-        elif key in BATCH_LEVEL_PARAMS or not torch.is_tensor(value) or value.ndim == 0:
-            out[key] = value
-        elif value.shape[0] != total:
-            raise SalnError(f"kornia parameter {key!r} of shape {tuple(value.shape)} is neither per image "
-                            f"(first dimension {total}) nor known to be batch-level: add it to "
-                            "saln.distributed.BATCH_LEVEL_PARAMS or slice it")
-        else:
-            out[key] = value[start:stop]
     return out

@@ -1,5 +1,6 @@
 """One (dataset, method, seed) training process as a ``train_<family>`` stage runs it: every rate
-of ``train.lrs`` in turn, in one process, so start-up is paid once per run, not once per rate.
+of ``train.lrs`` and every share of ``train.budget_fractions`` in turn, in one process, so start-up
+is paid once per run, not once per rate or budget.
 
 Each selector family has its own stage script (stages/train_<family>.py) that imports only its
 family's module and the loader of any input only that family reads (the reference model, a pruned
@@ -11,6 +12,7 @@ retraining the reference model, leaves standard up to date.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +28,7 @@ from saln.features import load_features
 from saln.gpu_claim import claim_gpu
 from saln.layout import HEAD_FILE, MODEL_FILE, SELECTIONS_FILE, rate_checkpoint, rate_dir
 from saln.rates import learning_rates, record_divergence
+from saln.schedule import budget_fractions
 from saln.selection.base import Selector
 from saln.selection.registry import REGISTRY, check_method
 from saln.train import DivergedError, RunInputs, train_config, train_run
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace, family: ModuleType, attach: Attach | None = No
     """Train ``args.method`` of ``family`` for (dataset, seed) at every rate of ``train.lrs``."""
     params = load_params(args.params)
     selector = family_method(family, args.method)
-    lrs = learning_rates(params)
+    lrs, fractions = learning_rates(params), budget_fractions(params["train"])
     cfg = train_config(params)
     claim_gpu(cfg.device, cfg.world_size)  # a free GPU of its own (DVC's queue gives workers no index)
     relaunch_under_torchrun(cfg.world_size)  # world_size > 1: this process becomes torchrun's
@@ -78,19 +81,25 @@ def run(args: argparse.Namespace, family: ModuleType, attach: Attach | None = No
         Path(folder).mkdir(parents=True, exist_ok=True)  # a rerun of fewer rates leaves none stale
     code = imported_project_files()
     for lr in lrs:
-        train_at_rate(args, params, inputs, train_config(params, lr), code)
+        for fraction in fractions:
+            train_at_rate(args, params, inputs, dataclasses.replace(train_config(params, lr),
+                                                                    budget_fraction=fraction), code)
 
 
 def train_at_rate(args, params: dict, inputs: RunInputs, cfg, code: list[Path]) -> None:
-    """One rate's run. A divergence is recorded (diverged.json) and the next rate goes on."""
-    out, models = rate_dir(args.out, cfg.lr), rate_dir(args.models, cfg.lr)
+    """One (rate, budget fraction) run. A divergence is recorded (diverged.json) and the next goes on.
+
+    Only the full budget's run records the curves (the anytime view); a fraction's run evaluates
+    once, at its end, which is all a budgeted verdict reads."""
+    f = cfg.budget_fraction
+    out, models = rate_dir(args.out, cfg.lr, f), rate_dir(args.models, cfg.lr, f)
     # A checkpoint outside the outs (DVC deletes those before a rerun), valid only for the same
-    # params and code: a killed run resumes from its last complete epoch.
+    # params and code: a killed run resumes from its last complete pass.
     key = run_key({"params": params, "dataset": args.dataset, "method": args.method, "seed": args.seed,
-                   "lr": cfg.lr}, code)
+                   "lr": cfg.lr, "budget_fraction": f}, code)
     try:
-        metrics = train_run(inputs, cfg, args.method, args.seed, out,
-                            checkpoint=rate_checkpoint(args.checkpoints, cfg.lr), checkpoint_key=key,
+        metrics = train_run(inputs, cfg, args.method, args.seed, out, curves=f == 1.0,
+                            checkpoint=rate_checkpoint(args.checkpoints, cfg.lr, f), checkpoint_key=key,
                             checkpoint_every=SAVE_EVERY_S, save_model=cfg.save_model)
     except DivergedError as err:
         if is_writer():

@@ -41,10 +41,15 @@ def run_dir(root: str | Path, dataset: str, method: str, seed: int) -> Path:
     return Path(root) / dataset / method / f"seed{seed}"
 
 
-def rate_dir(run: str | Path, lr: float) -> Path:
-    """The folder of one learning rate's run inside a run folder."""
-    return Path(run) / f"lr{lr:g}"
+def rate_name(lr: float, fraction: float = 1.0) -> str:
+    """``lr<rate>`` for the full budget, ``lr<rate>-f<fraction>`` for a run budgeted for a fraction of it."""
+    return f"lr{lr:g}" if fraction == 1.0 else f"lr{lr:g}-f{fraction:g}"
 
 
-def rate_checkpoint(run_checkpoints: str | Path, lr: float) -> Path:
-    return Path(run_checkpoints) / f"lr{lr:g}.pt"
+def rate_dir(run: str | Path, lr: float, fraction: float = 1.0) -> Path:
+    """The folder of one (learning rate, budget fraction) run inside a run folder."""
+    return Path(run) / rate_name(lr, fraction)
+
+
+def rate_checkpoint(run_checkpoints: str | Path, lr: float, fraction: float = 1.0) -> Path:
+    return Path(run_checkpoints) / f"{rate_name(lr, fraction)}.pt"

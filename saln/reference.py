@@ -62,7 +62,8 @@ def reference_train_config(params: dict, ref: ReferenceConfig) -> TrainConfig:
     shared = {key: require(t, key, "train") for key in SHARED_TRAIN_KEYS}
     probe = {"train": {**shared, "epochs": ref.epochs, "batch_size": ref.batch_size, "lrs": [ref.lr],
                        "filter_ratio": 0.0, "log_batches": [], "world_size": 1, "eval_subset": 0,
-                       "bn_recalibrate": 0, "save_model": True},
+                       "bn_recalibrate": 0, "save_model": True,
+                       "budget": "epochs", "schedule": "constant", "warmup": 0.0},
              "model": require(params, "model", "params")}
     return train_config(probe)
 

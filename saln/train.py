@@ -4,9 +4,11 @@ Images stay uint8 on the training device; a selector picks positions before the 
 augmented, so dropped images are never augmented, forwarded or back-propagated. The last
 partial batch of every epoch is dropped (for every method alike), so each step sees exactly
 ``batch_size`` candidates and keeps ``int(batch_size * (1 - filter_ratio))`` >= 2 of them.
-``Trainer.step`` is one such step; ``train_run`` loops it over epochs and bench/ times it.
-Given a checkpoint path, ``train_run`` saves its whole state after every epoch and a rerun after a
-kill continues from there, ending bitwise equal to an uninterrupted run on CPU (saln/checkpoint.py).
+``Trainer.step`` is one such step; ``train_run`` loops it over passes until the run's budget
+(saln/schedule.py: epochs or images back-propagated, times a budget fraction) is spent, setting the
+rate of every step from the schedule, and bench/ times it. Given a checkpoint path, ``train_run``
+saves its whole state after every pass and a rerun after a kill continues from there, ending
+bitwise equal to an uninterrupted run on CPU (saln/checkpoint.py).
 With ``train.world_size`` W > 1, W torchrun workers train one run together (``DistributedTrainer``,
 saln/distributed.py and docs/distributed.md); W = 1 is the single-process ``Trainer``, unchanged.
 """
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from saln.augment import AugmentSpec
-from saln.transforms import test_pipeline, train_pipeline
+from saln.transforms import augment_draws, test_pipeline, train_pipeline
 from saln.backbones import (ARCHS, build_model, classifier, classifier_key, forward_with_embeddings,
                             normalisation)
 from saln import checkpoint as ckpt
@@ -40,6 +42,7 @@ from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memor
 from saln.distributed import Group
 from saln.errors import SalnError
 from saln.rates import learning_rates
+from saln.schedule import Budget, rate_factor, run_budget, schedule_settings
 from saln.evaluation import (EvalPlan, budget_grid, fixed_subset, recalibrated_batchnorm,
                              recalibration_sample)
 from saln.layout import HEAD_FILE, METRICS_FILE, MODEL_FILE, SELECTIONS_FILE, UNRECALIBRATED
@@ -77,6 +80,10 @@ class TrainConfig:
     eval_subset: int = 0  # evaluations before the last read at most this many images per split; 0 = all
     bn_recalibrate: int = 0  # images re-estimating BatchNorm statistics before each evaluation; 0 = off
     save_model: bool = False  # also write the whole network (model.pt), not only its classifier head
+    budget: str = "epochs"  # epochs | images: what every method is given (saln/schedule.py)
+    schedule: str = "constant"  # constant | linear | cosine: the rate over the run's own steps
+    warmup: float = 0.0  # share of the run's steps with a linear warm-up (decaying schedules)
+    budget_fraction: float = 1.0  # the share of the budget this run's schedule completes at
 
     @property
     def keep(self) -> int:
@@ -89,6 +96,7 @@ def train_config(params: dict, lr: float | None = None) -> TrainConfig:
     """The run's config at ``lr`` (default: the first of ``train.lrs``, which is read only then)."""
     t = require(params, "train", "params")
     lr = learning_rates(params)[0] if lr is None else lr
+    budget, schedule, warmup = schedule_settings(t)
     model = require(params, "model", "params")
     arch = require(model, "arch", "model")
     if arch not in ARCHS:
@@ -112,6 +120,7 @@ def train_config(params: dict, lr: float | None = None) -> TrainConfig:
         eval_subset=number(t, "eval_subset", "train", lo=0, integer=True),
         bn_recalibrate=number(t, "bn_recalibrate", "train", lo=0, integer=True),
         save_model=bool(require(t, "save_model", "train")),
+        budget=budget, schedule=schedule, warmup=warmup,
     )
     # BatchNorm in train mode cannot normalise a single image, so a selector must keep >= 2.
     if cfg.keep < 2:
@@ -162,7 +171,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indic
 
 
 def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)  # model init and kornia's augmentation draws
+    torch.manual_seed(seed)  # model init (augmentation draws are keyed: saln.transforms)
     np.random.seed(seed)
 
 
@@ -205,6 +214,7 @@ class Trainer:
     keep: int
     num_classes: int
     select_clock: IntervalClock
+    seed: int  # keys each image's augmentation with the pass and its dataset index (paired across methods)
     group: Group | None = None  # this rank of a multi-process run (DistributedTrainer); None: one process
 
     @property
@@ -235,13 +245,22 @@ class Trainer:
         self.optimizer.step()
         return loss.detach(), logits
 
-    def step(self, idx: torch.Tensor) -> StepResult:
+    def augment(self, kept: torch.Tensor, pass_number: int) -> torch.Tensor:
+        """The kept images augmented as every method of this seed augments them in this pass."""
+        draws = augment_draws(self.seed, pass_number, kept)
+        return self.train_tf(self.images[kept], draws).contiguous(memory_format=self.fmt)
+
+    def set_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self, idx: torch.Tensor, pass_number: int) -> StepResult:
         """Select before any work, so dropped images are never augmented nor forwarded."""
         batch = self.selection_batch(idx)
         with self.select_clock():
             positions = self.selector.select(batch)
         kept = idx[positions]
-        x = self.train_tf(self.images[kept]).contiguous(memory_format=self.fmt)
+        x = self.augment(kept, pass_number)
         y = self.labels[kept]
         loss, logits = self.learn(x, y)
         return StepResult(positions, kept, loss, (logits.argmax(1) == y).sum(), batch.scored)
@@ -259,8 +278,8 @@ class DistributedTrainer(Trainer):
       with the others' and with a single process's); rank 0's positions are then broadcast, so
       even a non-deterministic kernel on one device cannot make the ranks train on different sets;
     * the K kept images are split into W contiguous shards (sizes differing by at most one); each
-      rank augments its shard with its rows of a batch-wide draw (``distributed.augment_shard``),
-      so an image's augmentation depends on its global position only;
+      rank augments its shard with each image's own keyed draws (``saln.transforms.augment_draws``),
+      so an image's augmentation depends on (seed, pass, dataset index) only, as in one process;
     * each rank's loss is (sum of cross-entropy over its shard) * W / K: DDP averages gradients
       over the W ranks, which gives exactly the gradient of the mean over all K kept images.
 
@@ -288,15 +307,14 @@ class DistributedTrainer(Trainer):
         self.optimizer.step()
         return ce_sum.detach(), (logits.argmax(1) == y).sum()
 
-    def step(self, idx: torch.Tensor) -> StepResult:
+    def step(self, idx: torch.Tensor, pass_number: int) -> StepResult:
         batch = self.selection_batch(idx)
         with self.select_clock():
             positions = distributed.broadcast(self.selector.select(batch).to(self.device))
         kept = idx[positions]
         lo, hi = self.group.shard(len(kept))
         mine = kept[lo:hi]
-        x = distributed.augment_shard(self.train_tf, self.images[mine], len(kept), lo)
-        ce_sum, correct = self.learn_shard(x.contiguous(memory_format=self.fmt), self.labels[mine], len(kept))
+        ce_sum, correct = self.learn_shard(self.augment(mine, pass_number), self.labels[mine], len(kept))
         total = distributed.all_reduce_sum(torch.stack([ce_sum, correct.to(ce_sum.dtype)]))
         return StepResult(positions, kept, total[0] / len(kept), total[1].round().long(), batch.scored)
 
@@ -351,7 +369,7 @@ def build_trainer(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int,
         generator=torch.Generator(device=device).manual_seed(selection_seed(seed)),
         shuffle_generator=torch.Generator(device=device).manual_seed(seed),
         device=device, fmt=fmt, bf16=cfg.bf16, keep=cfg.keep, num_classes=inputs.prepared.num_classes,
-        select_clock=IntervalClock(device), group=group,
+        select_clock=IntervalClock(device), seed=seed, group=group,
     )
 
 
@@ -396,12 +414,14 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
                             f"train.batch_size={cfg.batch_size}")
         state = RunState(build_trainer(inputs, cfg, method, seed, device, group),
                          {"train": Stopwatch(device), "eval": Stopwatch(device)})
+        budget = budget_of(cfg, state.trainer, n_batches)
+        passes = math.ceil(budget.steps / n_batches)
         plan = eval_plan(inputs, cfg, split, seed, curves)
         main, out = state.trainer.main, Path(out_dir)
         live = open_live(out) if main else None
         key = {"key": checkpoint_key, "run": run_identity(inputs, cfg, method, seed, curves, device)
                } if checkpoint is not None else {}
-        done = resume_run(checkpoint, key, state, cfg.epochs) if checkpoint is not None else 0
+        done = resume_run(checkpoint, key, state, passes) if checkpoint is not None else 0
         if done:  # DVC deleted dvclive/ with the outs: rebuild the curves' first rows from the checkpoint
             for row in state.counts.history:
                 _log_row(live, row)
@@ -409,12 +429,12 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
             log_row(live, state.counts, evaluation_row(state, plan, cfg, 0))
         saver = Saver(checkpoint, key, checkpoint_every)
         try:
-            for epoch in range(done + 1, cfg.epochs + 1):
-                run_epoch(state, live, split["train"], plan, cfg, method, epoch, n_batches, progress and main,
-                          curves)
-                if epoch < cfg.epochs:  # after the last, the outputs follow
+            for epoch in range(done + 1, passes + 1):
+                run_epoch(state, live, split["train"], plan, cfg, method, Pass(epoch, passes, n_batches, budget),
+                          progress and main, curves)
+                if epoch < passes:  # after the last, the outputs follow
                     saver.after_epoch(state, epoch)
-                report_epoch(method, cfg.epochs, state.counts.history[-1], progress and main)
+                report_epoch(method, passes, state.counts.history[-1], progress and main)
         except DivergedError:
             if checkpoint is not None and main:  # a divergence is an outcome, not an interruption
                 ckpt.remove(checkpoint)
@@ -422,7 +442,7 @@ def train_run(inputs: RunInputs, cfg: TrainConfig, method: str, seed: int, out_d
         if not main:
             return None
         live.end()
-        metrics = write_outputs(out, state, cfg, seed, len(split["train"]), device, save_model)
+        metrics = write_outputs(out, state, cfg, seed, len(split["train"]), device, save_model, budget)
         if checkpoint is not None:
             ckpt.remove(checkpoint)
         return metrics
@@ -445,26 +465,51 @@ def open_live(out: Path):
     return Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One pass over the shuffled training split: its number, the run's passes, and its steps."""
+
+    number: int  # 1-based
+    of: int  # the run's passes (the last may stop mid-way)
+    batches: int  # full batches in a pass
+    budget: Budget
+
+    @property
+    def steps(self) -> int:
+        return min(self.batches, self.budget.steps - (self.number - 1) * self.batches)
+
+    @property
+    def last(self) -> bool:
+        return self.number == self.of
+
+
+def budget_of(cfg: TrainConfig, trainer: Trainer, n_batches: int) -> Budget:
+    per_step = cfg.batch_size if trainer.selector.keeps_whole_batch else cfg.keep
+    return run_budget(cfg.budget, cfg.budget_fraction, cfg.epochs, n_batches, cfg.batch_size, per_step)
+
+
 def run_epoch(state: RunState, live, train_split: torch.Tensor, plan: EvalPlan, cfg: TrainConfig, method: str,
-              epoch: int, n_batches: int, progress: bool, curves: bool) -> None:
-    """Train one epoch, evaluating at the budget grid's points inside it (train clock paused), then
-    at its end (every epoch with curves, else after the last), and log the rows."""
+              this: Pass, progress: bool, curves: bool) -> None:
+    """Train one pass, evaluating at the budget grid's points inside it (train clock paused), then
+    at its end (every pass with curves, else after the last), and log the rows."""
     def at_budget(step: int) -> None:
         with state.clocks["train"].paused():
-            log_row(live, state.counts, evaluation_row(state, plan, cfg, epoch - 1 + step / n_batches))
+            log_row(live, state.counts, evaluation_row(state, plan, cfg, this.number - 1 + step / this.batches))
 
     with state.clocks["train"]():
-        fit = train_epoch(state.trainer, train_split, cfg, method, epoch, n_batches, state.counts,
-                          state.logged, progress, at_budget, plan.grid)
-    final = epoch == cfg.epochs
-    row = {**evaluation_row(state, plan, cfg, epoch, final, evaluated=curves or final), **fit}
+        fit = train_epoch(state.trainer, train_split, cfg, method, this, state.counts, state.logged, progress,
+                          at_budget, plan.grid)
+    epoch = this.number - 1 + this.steps / this.batches
+    row = {**evaluation_row(state, plan, cfg, epoch, this.last, evaluated=curves or this.last), **fit}
     log_row(live, state.counts, row)
 
 
 def write_outputs(out: Path, state: RunState, cfg: TrainConfig, seed: int, train_images: int,
-                  device: torch.device, save_model: bool = True) -> dict:
+                  device: torch.device, save_model: bool, budget: Budget) -> dict:
     trainer, logged = state.trainer, state.logged
-    metrics = final_metrics(state.counts, state.clocks, trainer, cfg, seed, train_images, device)
+    metrics = final_metrics(state.counts, state.clocks, trainer, cfg, seed, train_images, device) | {
+        "budget": budget.kind, "budget_fraction": budget.fraction, "passes": budget.passes,
+        "schedule": cfg.schedule, "warmup": cfg.warmup}
     if save_model:
         torch.save(trainer.model.state_dict(), out / MODEL_FILE)
     head = classifier(trainer.model).state_dict()
@@ -603,14 +648,15 @@ def run_splits(inputs: RunInputs, device: torch.device) -> dict[str, torch.Tenso
     return split
 
 
-def train_epoch(trainer: Trainer, train_split: torch.Tensor, cfg: TrainConfig, method: str, epoch: int,
-                n_batches: int, counts: Counters, logged: dict, progress: bool,
+def train_epoch(trainer: Trainer, train_split: torch.Tensor, cfg: TrainConfig, method: str, this: Pass,
+                counts: Counters, logged: dict, progress: bool,
                 at_budget: Callable[[int], None] | None = None, budgets: frozenset[int] = frozenset()) -> dict:
-    """One pass over the shuffled training split (last partial batch dropped).
+    """One pass over the shuffled training split (last partial batch dropped), ``this.steps`` steps
+    long, each at the schedule's rate for the run's step number.
 
     Stops at once on a loss that is non-finite or above ``DIVERGENCE_FACTOR`` x ln(classes). After a
-    step whose images back-propagated so far are in ``budgets`` (except the epoch's last step, whose
-    evaluation is the epoch's own), calls ``at_budget(step_number)``.
+    step whose images back-propagated so far are in ``budgets`` (except the pass's last step, whose
+    evaluation is the pass's own), calls ``at_budget(step_number)``.
     """
     from tqdm import tqdm
 
@@ -621,11 +667,13 @@ def train_epoch(trainer: Trainer, train_split: torch.Tensor, cfg: TrainConfig, m
     correct = torch.zeros((), device=trainer.device, dtype=torch.long)
     seen = 0
     # In a log (DVC's non-TTY output) a bar would print a line per refresh: report_epoch says it once.
-    bar = tqdm(range(n_batches), desc=f"{method} epoch {epoch}/{cfg.epochs}", leave=False,
+    bar = tqdm(range(this.steps), desc=f"{method} pass {this.number}/{this.of}", leave=False,
                disable=not (progress and sys.stderr.isatty()))
+    epoch = this.number
     for b in bar:
         idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        step = trainer.step(idx)
+        trainer.set_rate(cfg.lr * rate_factor(cfg.schedule, counts.steps, this.budget.steps, cfg.warmup))
+        step = trainer.step(idx, this.number)
         check_loss(float(step.loss), bound, cfg.lr, epoch, b + 1)
         counts.scored += step.scored
         counts.backprop += len(step.kept)
@@ -636,7 +684,7 @@ def train_epoch(trainer: Trainer, train_split: torch.Tensor, cfg: TrainConfig, m
         correct += step.correct
         seen += len(step.kept)
         counts.keep_per_batch = len(step.kept)
-        if at_budget is not None and counts.backprop in budgets and b + 1 < n_batches:
+        if at_budget is not None and counts.backprop in budgets and b + 1 < this.steps:
             at_budget(b + 1)
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
 
@@ -703,7 +751,7 @@ def _log_row(live, row: dict) -> None:
 def report_epoch(method: str, epochs: int, row: dict, progress: bool) -> None:
     if progress:
         scores = "".join(f", {k} {row[k]:.4f}" for k in ("val_acc", "test_acc") if k in row)
-        print(f"{method} epoch {row['epoch']}/{epochs}: train_loss {row['train_loss']:.4f}{scores}, "
+        print(f"{method} pass {row['epoch']:g}/{epochs}: train_loss {row['train_loss']:.4f}{scores}, "
               f"{row['train_seconds']:.1f} s", file=sys.stderr, flush=True)
 
 

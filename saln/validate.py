@@ -20,6 +20,7 @@ from saln.features import feature_config
 from saln.prune import prune_config
 from saln.reference import reference_config
 from saln.rates import learning_rates
+from saln.schedule import budget_fractions
 from saln.selection.all import REGISTRY, method_names
 from saln.selection.uncertainty import uncertainty_options
 from saln.train import train_config
@@ -35,7 +36,8 @@ KNOWN_KEYS = {
     "model": {"arch", "weights"},
     "train": {"methods", "seeds", "epochs", "batch_size", "lrs", "momentum", "weight_decay", "filter_ratio",
               "eval_batch_size", "eval_subset", "bn_recalibrate", "log_batches", "device", "bf16",
-              "channels_last", "compile", "world_size", "save_model"},
+              "channels_last", "compile", "world_size", "save_model", "budget", "schedule", "warmup",
+              "budget_fractions"},
     "saln": {"laplacian", "graph", "knn_k", "center", "ranking"},
     "jest": {"score", "n_chunks"},
     "reference": {"epochs", "batch_size", "lr", "seed"},
@@ -92,6 +94,7 @@ def validate_all(params: dict) -> None:
     uncertainty_options(params)
     check_active_budgets(params)
     learning_rates(params)
+    budget_fractions(params["train"])
     report_out(params)
     check_tracked_inputs(params)
 

@@ -29,10 +29,10 @@ from torch import nn
 from saln import distributed
 from saln import train as train_module
 from saln.augment import AugmentSpec
-from saln.distributed import Group, augment_shard, shard_bounds
+from saln.distributed import Group, shard_bounds
 from saln.errors import SalnError
 from saln.train import DivergedError, check_world, train_config, train_run
-from saln.transforms import train_pipeline
+from saln.transforms import augment_draws, train_pipeline
 from tests.test_jest import tiny_config as jest_tiny_config
 from tests.test_resume import Killed, assert_same_run, tiny_inputs
 
@@ -308,20 +308,18 @@ def test_ddp_shard_bounds_split_evenly_in_order():
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
 
 
-@pytest.mark.parametrize("n", [4, 5, 7])  # 4: ColorJitter's batch-level "order" has 4 entries too
-def test_ddp_augment_shard_is_the_rows_of_the_whole_batch(n):
+@pytest.mark.parametrize("n", [4, 5, 7])
+def test_ddp_shards_augment_as_the_whole_batch(n):
+    """Keyed draws: each rank's shard gets exactly its rows of the whole batch's augmentation."""
     spec = AugmentSpec(resize=8, hflip=0.5, rotation=10, brightness=0.1, contrast=0.1, saturation=0.1,
                        hue=0.05, test_resize=8, test_crop=8)
     pipeline = train_pipeline(spec, ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
     images = torch.randint(0, 256, (n, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    torch.manual_seed(1)
-    whole, after = pipeline(images), torch.get_rng_state()
+    kept = torch.arange(10, 10 + n)
+    whole = pipeline(images, augment_draws(1, 2, kept))
     for world in (2, 3):
-        parts = []
-        for lo, hi in shard_bounds(n, world):
-            torch.manual_seed(1)
-            parts.append(augment_shard(pipeline, images[lo:hi], n, lo))
-            assert torch.equal(torch.get_rng_state(), after)  # the same draws as the whole batch
+        parts = [pipeline(images[lo:hi], augment_draws(1, 2, kept[lo:hi])) for lo, hi in shard_bounds(n, world)
+                 if hi > lo]
         assert torch.equal(torch.cat(parts), whole)
 
 

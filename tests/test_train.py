@@ -116,9 +116,9 @@ def record_candidates(monkeypatch) -> list:
     """Every step's candidate batch (dataset indices, before selection), in order."""
     seen, real = [], train_module.Trainer.step
 
-    def step(self, idx):
+    def step(self, idx, pass_number):
         seen.append(idx.clone())
-        return real(self, idx)
+        return real(self, idx, pass_number)
 
     monkeypatch.setattr(train_module.Trainer, "step", step)
     return seen

@@ -98,6 +98,7 @@ class Selector(ABC):
     needs_reference: ClassVar[bool] = False
     needs_reference_embeddings: ClassVar[bool] = False
     train_subset: ClassVar[str] = ""  # non-empty: the run trains on this subset of stage prune
+    keeps_whole_batch: ClassVar[bool] = False  # True: every step trains on all B (budgets count B a step)
 
     @classmethod
     def options_from_params(cls, params: dict) -> dict:

@@ -10,6 +10,8 @@ from saln.selection.registry import register
 class Standard(Selector):
     """Train on every image of the batch (the paper's baseline); ignores filter_ratio."""
 
+    keeps_whole_batch = True
+
     def select(self, batch: SelectionBatch) -> torch.Tensor:
         return torch.arange(len(batch), device=batch.indices.device)
 
