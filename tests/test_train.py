@@ -262,3 +262,33 @@ def test_stage_trains_every_rate_and_records_a_diverged_one(tmp_path, monkeypatc
 
     best = choose_best("digits", ["standard"], [0], [1000.0, LR], Path("results/train"))["methods"]["standard"]
     assert best["best_lr"] == LR and best["diverged"] == ["1000.0"]
+
+
+@pytest.mark.slow
+def test_stage_trains_every_budget_fraction_as_a_completed_run(tmp_path, monkeypatch, repo_params, digits16_dir,
+                                                               one_thread):
+    """train.budget_fractions [0.25, 1.0] under an image budget: lr<rate>/ (the full budget, with its
+    curves) and lr<rate>-f0.25/ (a run whose schedule ended at a quarter of it, evaluated once)."""
+    params = json.loads(json.dumps(repo_params))
+    params["train"].update(epochs=1, batch_size=40, lrs=[LR], device="cpu", save_model=False, budget="images",
+                           schedule="linear", budget_fractions=[0.25, 1.0])
+    params["model"].update(arch="resnet18", weights="none")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "data" / "prepared").mkdir(parents=True)
+    (tmp_path / "data" / "prepared" / "digits").symlink_to(digits16_dir)
+    augment.save_spec(augment.augment_spec({**params["augment"], "resize": 16, "test_resize": 16,
+                                            "test_crop": 16}), tmp_path / "results/augment/config.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT / "stages"))
+    argv = stage_argv("train_baselines", dataset="digits", method="random", seed=0)
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(ROOT / argv[0]), run_name="__main__")
+
+    out = Path("results/train/digits/random/seed0")
+    assert sorted(p.name for p in out.iterdir()) == ["lr0.03", "lr0.03-f0.25"]
+    whole, part = (json.loads((out / name / "metrics.json").read_text()) for name in ("lr0.03", "lr0.03-f0.25"))
+    assert whole["budget_fraction"] == 1.0 and part["budget_fraction"] == 0.25
+    n_batches = len(np.load(digits16_dir / "splits.npz")["train"]) // 40
+    assert whole["images_backprop"] >= n_batches * 40 and whole["passes"] > 1  # standard's images, in 8s
+    assert abs(part["images_backprop"] - whole["images_backprop"] / 4) < 8
+    assert len(curve(out / "lr0.03", "val_acc")) > 2 and len(logged(out / "lr0.03-f0.25", "val_acc")) == 1
