@@ -1,5 +1,5 @@
-"""Budgets and rate schedules: what a run trains for, at what rate, and that the old protocol
-(train.budget epochs, constant rate) reproduces the metrics recorded before budgets existed."""
+"""Budgets and rate schedules: what a run trains for, at what rate, and that train.budget epochs
+with a constant rate is the loop with no schedule (recorded metrics, bit for bit)."""
 
 import json
 import math
@@ -23,8 +23,8 @@ NO_AUGMENT = AugmentSpec(resize=8, hflip=0.0, rotation=0, brightness=0, contrast
 
 
 def test_epochs_and_constant_reproduce_the_metrics_recorded_before_budgets(tmp_path, one_thread):
-    """The fixture holds tiny runs' final metrics as the loop wrote them before budgets and schedules
-    (augmentation off, as in the default): every recorded key is still bitwise the same."""
+    """The fixture holds tiny runs' final metrics recorded by the loop without any schedule
+    (augmentation off, as in the default): every recorded key is bitwise the same."""
     recorded = json.loads(FIXTURE.read_text())
     for method, want in recorded.items():
         prepared = tiny_prepared()
