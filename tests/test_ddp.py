@@ -69,8 +69,8 @@ def record_steps(cls, steps: list) -> None:
     """Wrap ``cls.step`` to append every step's kept dataset indices to ``steps``."""
     real = cls.step
 
-    def step(self, idx):
-        result = real(self, idx)
+    def step(self, idx, pass_number):
+        result = real(self, idx, pass_number)
         steps.append(result.kept.cpu().numpy().copy())
         return result
 
@@ -137,10 +137,10 @@ def resume_job(rank: int, tmp: Path) -> dict:
     saved = random.getstate()
     real_epoch = train_module.run_epoch
 
-    def killed_in_epoch_2(state, live, split, plan, cfg, method, epoch, *rest):
-        if epoch == 2:
+    def killed_in_epoch_2(state, live, split, plan, cfg, method, this, *rest):
+        if this.number == 2:
             raise Killed
-        return real_epoch(state, live, split, plan, cfg, method, epoch, *rest)
+        return real_epoch(state, live, split, plan, cfg, method, this, *rest)
 
     train_module.run_epoch = killed_in_epoch_2
     try:
