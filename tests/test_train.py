@@ -231,12 +231,8 @@ def test_batchnorm_recalibration_changes_evaluation_and_leaves_training_bitwise_
 # A training stage: one process per (dataset, method, seed) walks every rate of train.lrs
 
 
-def test_stage_trains_every_rate_and_records_a_diverged_one(tmp_path, monkeypatch, repo_params, digits16_dir,
-                                                           one_thread):
-    """Run as dvc.yaml runs it: lr<rate>/ folders in --out (metrics, curves) and --models (head,
-    selections); a rate whose loss blows up leaves diverged.json and the next rate still trains."""
-    params = json.loads(json.dumps(repo_params))
-    params["train"].update(epochs=1, batch_size=40, lrs=[1000.0, LR], device="cpu", save_model=False)
+def in_stage_folder(params: dict, tmp_path: Path, digits16_dir: Path, monkeypatch) -> None:
+    """A folder laid out as dvc.yaml's train stages read it (params, prepared digits, augment spec), as cwd."""
     params["model"].update(arch="resnet18", weights="none")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data" / "prepared").mkdir(parents=True)
@@ -245,6 +241,15 @@ def test_stage_trains_every_rate_and_records_a_diverged_one(tmp_path, monkeypatc
                                             "test_crop": 16}), tmp_path / "results/augment/config.json")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT / "stages"))
+
+
+def test_stage_trains_every_rate_and_records_a_diverged_one(tmp_path, monkeypatch, repo_params, digits16_dir,
+                                                           one_thread):
+    """Run as dvc.yaml runs it: lr<rate>/ folders in --out (metrics, curves) and --models (head,
+    selections); a rate whose loss blows up leaves diverged.json and the next rate still trains."""
+    params = json.loads(json.dumps(repo_params))
+    params["train"].update(epochs=1, batch_size=40, lrs=[1000.0, LR], device="cpu", save_model=False)
+    in_stage_folder(params, tmp_path, digits16_dir, monkeypatch)
     argv = stage_argv("train_baselines", dataset="digits", method="standard", seed=0)
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(ROOT / argv[0]), run_name="__main__")
@@ -272,14 +277,7 @@ def test_stage_trains_every_budget_fraction_as_a_completed_run(tmp_path, monkeyp
     params = json.loads(json.dumps(repo_params))
     params["train"].update(epochs=1, batch_size=40, lrs=[LR], device="cpu", save_model=False, budget="images",
                            schedule="linear", budget_fractions=[0.25, 1.0])
-    params["model"].update(arch="resnet18", weights="none")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "data" / "prepared").mkdir(parents=True)
-    (tmp_path / "data" / "prepared" / "digits").symlink_to(digits16_dir)
-    augment.save_spec(augment.augment_spec({**params["augment"], "resize": 16, "test_resize": 16,
-                                            "test_crop": 16}), tmp_path / "results/augment/config.json")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(ROOT / "stages"))
+    in_stage_folder(params, tmp_path, digits16_dir, monkeypatch)
     argv = stage_argv("train_baselines", dataset="digits", method="random", seed=0)
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(ROOT / argv[0]), run_name="__main__")
