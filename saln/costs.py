@@ -9,7 +9,7 @@ cost figure (stage summary, the report) comes from ``cost_breakdown`` here:
 - ``train_seconds``: the run's training clock (evaluations excluded);
 - ``one_off_seconds``: the whole one-off cost of the dataset that the method needs;
 - ``all_in_amortised``: ``train_seconds`` + each needed one-off cost / the runs sharing it
-  (``sharing_runs``: every method needing it x seeds x rates);
+  (``sharing_runs``: every method needing it x seeds x rates x budget fractions);
 - ``all_in_dataset``: ``train_seconds`` + the whole one-off cost (one run paying for it alone).
 
 One-off costs: feature extraction (``extract_seconds`` of stage features' probe.json; the linear
@@ -78,9 +78,11 @@ def one_off_of(method: str, one_off: OneOff) -> float:
     return sum((one_off.seconds(kind) for kind in needs(method)), 0.0)
 
 
-def sharing_runs(methods: list[str], seeds: list[int], lrs: list[float]) -> dict[str, int]:
-    """Per one-off cost, how many runs of the dataset share it: methods needing it x seeds x rates."""
-    return {kind: sum(kind in needs(m) for m in methods) * len(seeds) * len(lrs) for kind in KINDS}
+def sharing_runs(methods: list[str], seeds: list[int], lrs: list[float], fractions: list[float]) -> dict[str, int]:
+    """Per one-off cost, how many runs of the dataset share it: methods needing it x seeds x rates x
+    budget fractions (each fraction is a run of its own)."""
+    runs_per_method = len(seeds) * len(lrs) * len(fractions)
+    return {kind: sum(kind in needs(m) for m in methods) * runs_per_method for kind in KINDS}
 
 
 def cost_breakdown(metrics: dict, method: str, one_off: OneOff, sharing: dict[str, int]) -> dict:

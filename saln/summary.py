@@ -90,10 +90,11 @@ def best_rates(best: dict, dataset: str, methods: list[str], lrs: list[float]) -
 
 
 def summarise(dataset: str, methods: list[str], seeds: list[int], lrs: list[float], best: dict,
-              root: Path, one_off: OneOff) -> dict:
-    """The summary of one dataset (layout: see the module docstring)."""
+              root: Path, one_off: OneOff, fractions: list[float]) -> dict:
+    """The summary of one dataset's full-budget runs (layout: see the module docstring); ``fractions``
+    (train.budget_fractions) only counts the runs that share each one-off cost."""
     picks = best_rates(best, dataset, methods, lrs)
-    sharing = sharing_runs(methods, seeds, lrs)
+    sharing = sharing_runs(methods, seeds, lrs, fractions)
     summary = {}
     for method in methods:
         rates = {}

@@ -11,6 +11,7 @@ from saln.config import listed_methods, load_params, seeds
 from saln.costs import read_one_offs
 from saln.errors import SalnError, one_line_errors
 from saln.rates import learning_rates
+from saln.schedule import budget_fractions
 from saln.summary import method_curves, summarise, write_curves
 
 
@@ -24,7 +25,7 @@ def main() -> None:
         raise SalnError(f"{best_file} not found: run stage best_lr first")
     one_off = read_one_offs(args.probe, args.reference)
     summary = summarise(args.dataset, methods, run_seeds, lrs, json.loads(best_file.read_text()),
-                        Path(args.train), one_off)
+                        Path(args.train), one_off, budget_fractions(params["train"]))
     curves = {m: method_curves(Path(args.train), args.dataset, m, run_seeds, summary[m]["best_lr"])
               for m in methods}
     # everything is computed before anything is written: a failed stage leaves no fresh-looking output

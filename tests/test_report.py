@@ -26,7 +26,7 @@ from saln.report.headline import NOT_SUPPORTED, SUPPORTED, headline_claims
 from saln.report.history import epoch_ends, read_history
 from saln.report.markdown import markdown_table
 from saln.report.paper import NOT_IN_PAPER, PAPER_FILE, load_paper, report_datasets
-from saln.report.regime import Regime, ours_header, regime_from_params
+from saln.report.regime import Regime, budget_line, ours_header, regime_from_params
 from saln.report.runs import collect_runs
 from saln.report.tables import DATASET_NOT_RUN, NOT_RUN, build_tables, table_markdown, write_csv
 
@@ -84,11 +84,11 @@ def epoch_rows(acc, seconds, images, val=None, val_loss=1.0) -> list[dict]:
 
 
 def write_run(train, dataset, method, seed, lr=LR, rows=None, acc=(0.3, 0.4, 0.5), seconds=(1.0, 2.0, 3.0),
-              images=(64, 128, 192), val=None, keep=12, batch=64, **metrics) -> Path:
+              images=(64, 128, 192), val=None, keep=12, batch=64, fraction=1.0, **metrics) -> Path:
     """One rate's finished run: dvclive curves and metrics.json (final values = the last row's, as the
     trainer writes them; ``metrics`` overrides any key)."""
     rows = rows or epoch_rows(acc, seconds, images, val)
-    d = rate_dir(run_dir(train, dataset, method, seed), lr)
+    d = rate_dir(run_dir(train, dataset, method, seed), lr, fraction)
     write_curves(d, rows)
     last = rows[-1]
     final = {k: last[k] for k in ("test_acc", "test_loss", "train_acc", "train_loss", "val_acc", "val_loss",
@@ -101,9 +101,9 @@ def write_run(train, dataset, method, seed, lr=LR, rows=None, acc=(0.3, 0.4, 0.5
     return d
 
 
-def write_models(models, dataset, method, seed, lr=LR, keep=12, batch=64, dim=32) -> Path:
+def write_models(models, dataset, method, seed, lr=LR, keep=12, batch=64, dim=32, fraction=1.0) -> Path:
     """The classifier head and logged selections the train stage moves under results/models."""
-    d = rate_dir(run_dir(models, dataset, method, seed), lr)
+    d = rate_dir(run_dir(models, dataset, method, seed), lr, fraction)
     d.mkdir(parents=True)
     torch.save({"classifier.weight": torch.randn(CLASSES, dim, generator=torch.Generator().manual_seed(seed)),
                 "classifier.bias": torch.zeros(CLASSES)}, d / HEAD_FILE)
@@ -252,12 +252,17 @@ def test_runs_are_collected_at_each_methods_best_rate_only(tmp_path):
 def test_regime_from_params_and_the_ours_header(paper):
     params = {"data": {"names": ["cifar10_subset"], "sources": {"cifar10_subset": {"kind": "npz", "image_size": 32}}},
               "train": {"methods": {"baselines": ["standard"], "spectral": ["saln"]}, "seeds": [0, 1], "epochs": 3,
-                        "lrs": [0.003, 0.01], "filter_ratio": 0.8, "log_batches": [0]},
+                        "lrs": [0.003, 0.01], "filter_ratio": 0.8, "log_batches": [0], "budget": "images",
+                        "schedule": "linear", "warmup": 0.1, "budget_fractions": [1.0, 0.1875]},
               "model": {"arch": "efficientnet_lite0", "weights": "none"},
               "features": {"backbone": "efficientnet_lite0", "weights": "imagenet"}, "prune": {"keep_fraction": 0.5}}
     regime = regime_from_params(params)
     assert regime.image_sizes == {"cifar10_subset": 32} and regime.keep_fraction == 0.5
     assert regime.lrs == [0.003, 0.01]
+    assert (regime.budget, regime.schedule, regime.warmup, regime.fractions) == ("images", "linear", 0.1, [0.1875, 1.0])
+    assert budget_line(regime) == ("budget (images): standard's images in 3 epochs for every method; schedule linear "
+                                   "after a 10% warm-up, decaying to 0 at each run's own last step; budget fractions "
+                                   "0.1875, 1 (one completed run each)")
     header = ours_header(regime, "cifar10_subset", paper.setting, paper.dataset_name("cifar10_subset"))
     assert header == "ours (CIFAR-10 subset, 32 px, 3 epochs, EfficientNet-Lite0 from scratch)"
     paper_like = regime_from_params({**params, "train": {**params["train"], "epochs": 25},
@@ -414,7 +419,7 @@ def test_build_report_writes_markdown_csv_and_pngs(tmp_path, paper):
     assert "Table 7 prints JEST's Pet test accuracy (87.55%) above SALN's" in report
     assert "| standard | 82.02 | dataset not run | dataset not run |" in report      # Pet, Table 3
     assert "`digits` has no paper values: ours are shown alone" in report
-    assert "(a) equal epochs: test acc (pp)" in report and "| saln vs random |" in report
+    assert "(a) equal images back-propagated: test acc (pp)" in report and "| saln vs random |" in report
     assert "`jest` has no finished run" in report   # not in train.methods: no verdict against it
     assert "learner EfficientNet-Lite0 from scratch; SALN features ResNet-50" in report
     assert "ours (digits, 16 px, 3 epochs, EfficientNet-Lite0 from scratch)" in report
@@ -453,7 +458,8 @@ def test_build_report_without_any_runs(tmp_path, paper):
 def test_stage_takes_the_output_folder_and_every_root(tmp_path):
     params = {"data": {"names": ["digits"], "sources": {"digits": {"kind": "digits", "image_size": 16}}},
               "train": {"methods": {"baselines": ["standard"], "spectral": ["saln"]}, "seeds": [0], "epochs": 3,
-                        "lrs": [0.01], "filter_ratio": 0.8, "log_batches": [0]},
+                        "lrs": [0.01], "filter_ratio": 0.8, "log_batches": [0], "budget": "epochs",
+                        "schedule": "constant", "warmup": 0.0, "budget_fractions": [1.0]},
               "model": {"arch": "resnet18", "weights": "none"}, "features": {"backbone": "resnet50", "weights": "none"}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     write_prepared(tmp_path / "data" / "prepared")
@@ -484,12 +490,14 @@ def _project_imports(path: Path) -> set[str]:
 
 def test_the_report_imports_only_config_layout_rate_and_cost_helpers_and_itself():
     """The report reads results; it must not depend on the training code (train, data, backbones). Outside
-    saln.report it uses the config helpers, the results layout, train.lrs' and divergence's readers and the
-    cost accounting (which asks the selector registry which one-off work a method needs)."""
+    saln.report it uses the config helpers, the results layout, the readers of train.lrs, the budget settings
+    and divergence, and the cost accounting (which asks the selector registry which one-off work a method
+    needs)."""
     allowed = {"saln.config.load_params", "saln.config.require", "saln.config.number", "saln.config.seeds",
                "saln.config.dataset_names", "saln.config.listed_methods", "saln.config.batch_numbers",
                "saln.errors.SalnError", "saln.errors.one_line_errors", "saln.rates.learning_rates",
-               "saln.rates.rate_diverged", "saln.rates.read_outcome"}
+               "saln.rates.rate_diverged", "saln.rates.read_outcome", "saln.schedule.budget_fractions",
+               "saln.schedule.schedule_settings"}
     allowed_modules = ("saln.layout.", "saln.costs.")
     paths = [ROOT / "stages" / "report.py", *(ROOT / "saln" / "report").glob("*.py")]
     for path in paths:

@@ -94,7 +94,7 @@ def make_tree(base: Path) -> dict[str, Path]:
     paths["reference"].write_text(json.dumps({"train_seconds": REFERENCE_TRAIN,
                                               "scoring_seconds": REFERENCE_SCORING}))
     params = {"train": {"methods": {"baselines": ["standard"], "spectral": ["saln"]}, "seeds": SEEDS,
-                        "lrs": LRS}}
+                        "lrs": LRS, "budget_fractions": [1.0]}}
     paths["params"].write_text(yaml.safe_dump(params))
     return paths
 
@@ -113,7 +113,7 @@ def run_stage(paths: dict[str, Path]) -> subprocess.CompletedProcess:
 def summary_of(paths: dict[str, Path]) -> dict:
     best = json.loads(paths["best_lr"].read_text())
     return summarise(DATASET, METHODS, SEEDS, LRS, best, paths["train"],
-                     read_one_offs(paths["probe"], paths["reference"]))
+                     read_one_offs(paths["probe"], paths["reference"]), [1.0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,9 +142,13 @@ def test_each_family_needs_its_own_one_offs():
     assert needs("prune_easy") == ("features",)  # stage prune ranks examples on the features
 
 
-def test_sharing_runs_counts_methods_seeds_and_rates():
-    sharing = sharing_runs(["standard", "saln", "saln_knn", "jest"], seeds=[0, 1, 2], lrs=[0.01, 0.1])
+def test_sharing_runs_counts_methods_seeds_rates_and_budget_fractions():
+    sharing = sharing_runs(["standard", "saln", "saln_knn", "jest"], seeds=[0, 1, 2], lrs=[0.01, 0.1],
+                           fractions=[1.0])
     assert sharing == {"features": 2 * 3 * 2, "reference": 1 * 3 * 2}
+    # each budget fraction is a run of its own that shares the one-off work
+    assert sharing_runs(["saln", "jest"], [0, 1, 2], [0.01, 0.1], [0.1875, 0.5, 1.0]) == {"features": 18,
+                                                                                         "reference": 18}
 
 
 def test_cost_breakdown_on_hand_made_numbers():
@@ -232,7 +236,8 @@ def test_a_stale_best_file_is_refused(tree):
     best = json.loads(tree["best_lr"].read_text())
     best["lrs"] = [0.01]
     with pytest.raises(SalnError, match="rerun stage best_lr"):
-        summarise(DATASET, METHODS, SEEDS, LRS, best, tree["train"], read_one_offs(tree["probe"], tree["reference"]))
+        summarise(DATASET, METHODS, SEEDS, LRS, best, tree["train"], read_one_offs(tree["probe"], tree["reference"]),
+                  [1.0])
 
 
 # ---------------------------------------------------------------------------------------------

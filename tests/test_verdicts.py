@@ -16,14 +16,16 @@ from saln.evaluation import budget_grid
 from saln.layout import METRICS_FILE, UNRECALIBRATED, rate_dir, run_dir
 from saln.rates import choose_best, record_divergence
 from saln.report.build import build_report
-from saln.report.claims import (CLAIMS, DID_NOT_TRAIN, Chance, MethodRuns, RateRuns, at_epochs, at_images,
-                                at_seconds, claim_rows, claims_markdown, image_budget, pair_rows, pairs_markdown)
+from saln.report.claims import (CLAIMS, DID_NOT_TRAIN, NOT_RESOLVED, SECONDS_TOLERANCE, Chance, MethodRuns, RateRuns,
+                                at_equal, at_seconds, claim_rows, claims_markdown, pair_rows, pairs_markdown,
+                                seconds_gap)
 from saln.report.history import read_history
 from saln.report.paper import load_paper
 from saln.report.runs import load_run
 from saln.report.stats import LOSS, TIE, WIN, holm, holm_outcome, paired
-from saln.report.verdicts import (Inputs, batchnorm_table, chance_of, evidence, rates_summary, time_to_target,
-                                  untrained_lines, verdict_lines)
+from saln.report.verdicts import (Evidence, Inputs, batchnorm_table, chance_of, evidence, flattening_line,
+                                  rates_summary, time_to_target, untrained_lines, verdict_lines)
+from saln.schedule import run_budget
 from tests.test_report import (LR, make_regime, make_roots, write_best, write_models, write_one_offs,
                                write_prepared, write_run)
 
@@ -33,7 +35,7 @@ N_BATCHES = TRAIN_IMAGES // BATCH   # 17 steps an epoch
 CHANCE = Chance(num_classes=10, majority=0.1, n_val=100)
 
 
-def trainer_rows(kept, val, test, step_seconds=0.1, val_loss=1.0) -> list[dict]:
+def trainer_rows(kept, val, test, step_seconds=0.1, val_loss=1.0, epochs=EPOCHS) -> list[dict]:
     """The rows the trainer logs for a method back-propagating ``kept`` images per step: the epoch-0 row,
     each point of the shared budget grid reached inside an epoch (fractional epoch), and every epoch end.
     ``val`` / ``test``: accuracy as a function of images back-propagated."""
@@ -45,7 +47,7 @@ def trainer_rows(kept, val, test, step_seconds=0.1, val_loss=1.0) -> list[dict]:
                 "selection_seconds": 0.0, "images_backprop": images, "images_scored": 0, "steps": steps}
 
     rows, images, steps = [row(0, 0, 0)], 0, 0
-    for epoch in range(1, EPOCHS + 1):
+    for epoch in range(1, epochs + 1):
         for b in range(N_BATCHES):
             images, steps = images + kept, steps + 1
             if images in grid and b + 1 < N_BATCHES:
@@ -139,16 +141,15 @@ def test_holm_on_the_textbook_example():
 
 
 def test_secondary_cells_are_holm_corrected_and_primaries_are_not(tmp_path):
-    """SALN is 2, 2.5 and 3 pp above every baseline at every point (seeds 0-2): each measurement alone has
+    """SALN is 2, 2.5 and 3 pp above every baseline at every budget (seeds 0-2): each measurement alone has
     p ≈ 0.013, below 5%, so the five primaries win; the seven secondaries share Holm's correction
     (0.013 > 0.05 / 7) and stay ties although each interval excludes 0."""
     gains = {0: 0.02, 1: 0.025, 2: 0.03}
-    base = ramp(0.2, 0.6)
+    base = flat(0.5)   # the same at every budget: only the gains differ
     groups = {}
     for method in ("standard", "random", "jest", "saln"):
-        rows = {s: trainer_rows(KEEP, base, (lambda i, g=g: base(i) + g) if method == "saln" else base)
-                for s, g in gains.items()}
-        groups[method] = MethodRuns({LR: rate_runs(tmp_path, method, rows)}, LR)
+        groups[method] = budgeted(tmp_path, method, base, lambda s, g=None, m=method: (
+            (lambda i: base(i) + gains[s]) if m == "saln" else base), seeds=tuple(gains))
     p = paired({s: g for s, g in gains.items()}, {s: 0.0 for s in gains}).p
     assert 0.05 / 7 < p < 0.05   # significant alone, not after Holm over seven
     rows = pair_rows(groups)
@@ -157,9 +158,9 @@ def test_secondary_cells_are_holm_corrected_and_primaries_are_not(tmp_path):
     for row in rows:
         for cell in row.cells:
             if cell.key == "saved":   # same seconds: nothing saved, a tie either way
-                assert cell.result.mean == 0 and cell.outcome == TIE
+                assert cell.result.mean == pytest.approx(0) and cell.outcome == TIE
                 continue
-            assert cell.result.p == pytest.approx(p) and cell.result.low > 0
+            assert cell.result.p == pytest.approx(p) and cell.result.low > 0, (row.baseline, cell.key, cell.text)
             assert cell.outcome == (WIN if (row.baseline, cell.key) in primaries else TIE), (row.baseline, cell.key)
     claims = claim_rows(rows)
     assert [c.verdict for c in claims] == ["supported"] * 5
@@ -168,113 +169,105 @@ def test_secondary_cells_are_holm_corrected_and_primaries_are_not(tmp_path):
     assert holm_outcome(rows[0].cells[1].result, rejected=True) == WIN
 
 
-# --- (3) A grid point at every budget compared -----------------------------------------------------
+# --- (3) Budgeted runs: each budget is a completed run ---------------------------------------------
 
 
-def test_budget_grid_has_a_point_at_or_below_every_final_budget():
-    # Digits-like: 17 batches an epoch; standard ends at 17·64·3 = 3264 images, a selector at 17·12·3 = 612.
-    # lcm(12, 64) = 192: the doublings 192 ... 3072, plus 3264 (= 17·192) and 576 (= 3·192, the largest
-    # multiple at or below 612).
-    assert budget_grid(TRAIN_IMAGES, BATCH, KEEP, EPOCHS) == (192, 384, 576, 768, 1536, 3072, 3264)
-    for train, batch, keep, epochs in [(1149, 64, 12, 3), (500, 32, 6, 10), (1000, 100, 20, 5),
-                                       (37 * 64 + 5, 64, 2, 25), (3680, 128, 25, 7)]:
-        grid = budget_grid(train, batch, keep, epochs)
-        unit = math.lcm(keep, batch)
-        finals = [train // batch * per_step * epochs for per_step in (batch, keep)]
-        for final in finals:
-            assert final // unit * unit in grid, (train, batch, keep, epochs, final)
-        # Both kinds of method reach every point after a whole number of steps, and never past their end.
-        assert all(p % batch == 0 and p % keep == 0 and 0 < p <= max(finals) for p in grid)
-        assert list(grid) == sorted(set(grid))
+def completed_rows(kept, steps, val, test, step_seconds=0.1, val_loss=1.0) -> list[dict]:
+    """What a run budgeted for a share logs: the epoch-0 row and its one evaluation, at its end."""
+    images = kept * steps
+
+    def row(epoch, images, steps):
+        return {"epoch": epoch, "val_loss": val_loss if images else 3.0, "val_acc": val(images),
+                "test_loss": 1.0, "test_acc": test(images), "train_seconds": step_seconds * steps,
+                "selection_seconds": 0.0, "images_backprop": images, "images_scored": 0, "steps": steps}
+    return [row(0, 0, 0), {**row(steps / N_BATCHES, images, steps), "train_loss": 1.0, "train_acc": test(images)}]
 
 
-def test_equal_images_reads_the_largest_grid_point_both_methods_measured(tmp_path):
-    standard = MethodRuns({LR: rate_runs(tmp_path, "standard", {
-        s: trainer_rows(BATCH, ramp(0.2, 0.9, 3264), lambda i, s=s: 0.15 + i / 5000 + 0.01 * s) for s in (0, 1, 2)},
-        keep=BATCH)}, LR)
-    saln_test = {0: lambda i: 0.25 + i / 2000, 1: lambda i: 0.24 + i / 2000, 2: lambda i: 0.28 + i / 2000}
-    saln = MethodRuns({LR: rate_runs(tmp_path, "saln", {
-        s: trainer_rows(KEEP, ramp(0.2, 0.8), saln_test[s]) for s in (0, 1, 2)})}, LR)
-    # The trainer logged 576 inside epoch 1 for standard (9 steps) and inside epoch 3 for saln (48 steps).
-    h = saln.rates[LR].histories[0]
-    assert h.epoch[list(h.values["images_backprop"]).index(576)] == pytest.approx(2 + 14 / 17)
-    h = standard.rates[LR].histories[0]
-    assert h.epoch[list(h.values["images_backprop"]).index(576)] == pytest.approx(9 / 17)
-    assert image_budget(saln, standard) == 576   # saln's final 612 is not a multiple of 64: standard never saw it
-
-    cell = at_images(saln, standard, "standard")
-    expected = [100 * (saln_test[s](576) - (0.15 + 576 / 5000 + 0.01 * s)) for s in (0, 1, 2)]
-    assert cell.result.n == 3 and cell.result.mean == pytest.approx(np.mean(expected))
-    assert "at 576 images (grid point below the final 612)" in cell.text
-
-    # Two selectors both end at 612: that final point is shared, and read there.
-    random = MethodRuns({LR: rate_runs(tmp_path, "random", {
-        s: trainer_rows(KEEP, ramp(0.2, 0.7), ramp(0.2, 0.7)) for s in (0, 1, 2)})}, LR)
-    assert image_budget(saln, random) == 612
-    cell = at_images(saln, random, "random")
-    assert "at 612 images;" in cell.text and "below" not in cell.text
-    assert cell.result.mean == pytest.approx(np.mean([100 * (saln_test[s](612) - 0.7) for s in (0, 1, 2)]))
-
-    # A standard seed that did not log 576 (say, an older run): the budget falls to the next shared point.
-    rows = [r for r in trainer_rows(BATCH, ramp(0.2, 0.9, 3264), ramp(0.2, 0.9, 3264)) if r["images_backprop"] != 576]
-    standard.rates[LR] = rate_runs(tmp_path / "older", "standard", {0: rows, 1: rows, 2: rows}, keep=BATCH)
-    assert image_budget(saln, standard) == 384
+def runs_at(root, method, fraction, rows_by_seed: dict, lr=LR, keep=KEEP, chance=CHANCE) -> RateRuns:
+    """Write one (rate, budget fraction)'s runs (seed -> rows) and read them back as the report does."""
+    runs, histories = {}, {}
+    for seed, rows in rows_by_seed.items():
+        d = write_run(root, "digits", method, seed, lr=lr, rows=rows, keep=keep, fraction=fraction)
+        runs[seed], histories[seed] = load_run(d, "digits", method, seed), read_history(d)
+    return RateRuns(runs, histories, all(chance.trained(r) for r in runs.values()))
 
 
-# --- (4) Equal all-in seconds reads measured points only ------------------------------------------
+def budgeted(root, method, val, test_of, seeds=(0, 1, 2), kind="images", fractions=(0.1875, 1.0), lr=LR,
+             step_seconds=0.1, one_off=0.0, val_loss=1.0) -> MethodRuns:
+    """A method's completed runs at each budget fraction, with the steps saln.schedule gives them (digits-like:
+    17 batches a pass, 3 epochs); ``test_of(seed)`` is the test accuracy as a function of images."""
+    keep = BATCH if method == "standard" else KEEP
+    at = {}
+    for fraction in fractions:
+        steps = run_budget(kind, fraction, EPOCHS, N_BATCHES, BATCH, keep).steps
+        at[fraction] = {lr: runs_at(root, method, fraction, {
+            s: completed_rows(keep, steps, val, test_of(s), step_seconds, val_loss) for s in seeds}, lr, keep)}
+    return MethodRuns(at.pop(1.0), lr, one_off, at)
 
 
-def _timed(tmp_path, method, seconds_by_seed, acc_by_seed, one_off=0.0):
-    """Runs logged only at epoch ends (and epoch 0) with the given training seconds and test accuracy."""
-    rows = {s: [{**r, "train_seconds": t, "test_acc": a, "val_acc": a}
-                for r, t, a in zip(_epoch_ends(), (0.0, *seconds_by_seed[s]), (0.1, *acc_by_seed[s]))]
-            for s in seconds_by_seed}
-    return MethodRuns({LR: rate_runs(tmp_path, method, rows)}, LR, one_off)
+def test_equal_images_and_equal_epochs_pair_completed_runs_within_one_step(tmp_path):
+    """Image budget: every method's full run back-propagates 3264 images (standard 51 steps of 64, saln 272
+    of 12), so (a) pairs the full runs; saln budgeted for 0.1875 makes 51 steps, standard's 3 passes, so
+    (b) pairs it with standard's full run."""
+    standard = budgeted(tmp_path, "standard", ramp(0.2, 0.9, 3264), lambda s: lambda i: 0.4 + i / 10000 + 0.01 * s)
+    saln = budgeted(tmp_path, "saln", ramp(0.2, 0.9, 3264), lambda s: lambda i: 0.3 + i / 5000 + 0.02 * s)
+    images = at_equal(saln, standard, "standard", "images")
+    assert images.result.mean == pytest.approx(np.mean([100 * (0.3 + 3264 / 5000 + 0.02 * s
+                                                                - 0.4 - 3264 / 10000 - 0.01 * s) for s in (0, 1, 2)]))
+    assert "`saln` budget 1 (lr 0.01; 3,264 img, 16 passes" in images.text
+    assert "`standard` budget 1 (lr 0.01; 3,264 img, 3 passes" in images.text
+    epochs = at_equal(saln, standard, "standard", "epochs")
+    assert "`saln` budget 0.1875 (lr 0.01; 612 img, 3 passes" in epochs.text and "`standard` budget 1" in epochs.text
+    assert epochs.result.mean == pytest.approx(np.mean([100 * (0.3 + 612 / 5000 + 0.02 * s
+                                                                - 0.4 - 3264 / 10000 - 0.01 * s) for s in (0, 1, 2)]))
+    # Epoch budget: the full runs are equal epochs; standard budgeted for 0.1875 makes 10 steps (640 images),
+    # within one step of saln's 612, so (a) pairs those; read nowhere inside a longer run.
+    standard = budgeted(tmp_path / "e", "standard", flat(0.6), lambda s: flat(0.5), kind="epochs")
+    saln = budgeted(tmp_path / "e", "saln", flat(0.6), lambda s: flat(0.45), kind="epochs")
+    images = at_equal(saln, standard, "standard", "images")
+    assert "`saln` budget 1 (lr 0.01; 612 img" in images.text and "`standard` budget 0.1875 (lr 0.01; 640 img" in images.text
+    assert "budget 1" in at_equal(saln, standard, "standard", "epochs").text
+    # Without the keep / B share there is no pair of completed runs with equal images: no cell.
+    standard.fractions, saln.fractions = {}, {}
+    cell = at_equal(saln, standard, "standard", "images")
+    assert cell.result is None and "no completed runs with equal images back-propagated" in cell.text
 
 
-def _epoch_ends():
-    return [r for r in trainer_rows(KEEP, flat(0.5), flat(0.5)) if r["epoch"] == round(r["epoch"])]
+# --- (4) Equal all-in seconds reads two completed runs within 10 % --------------------------------
 
 
-def test_equal_seconds_reads_each_seeds_last_point_at_or_before_the_budget(tmp_path):
-    standard = _timed(tmp_path, "standard", {0: (2.0, 4.0, 6.0), 1: (1.0, 2.9, 5.0)},
-                      {0: (0.50, 0.60, 0.70), 1: (0.52, 0.62, 0.72)})
-    saln = _timed(tmp_path, "saln", {0: (1.0, 2.0, 3.0), 1: (1.0, 2.0, 3.2)},
-                  {0: (0.40, 0.55, 0.65), 1: (0.41, 0.56, 0.66)})
-    # Budget: the smaller final, 3.0 s (saln seed 0). Standard seed 0 is read at 2.0 s (epoch 1), seed 1 at
-    # 2.9 s (epoch 2); saln seed 1 at 2.0 s (epoch 2: its 3.2 s is past the budget). Nothing is interpolated.
+def test_equal_seconds_reads_completed_runs_within_the_tolerance_or_says_not_resolved(tmp_path):
+    # standard's full run: 51 steps of 0.1 s = 5.1 s. saln at 0.1875: 51 steps of 0.095 s = 4.845 s (5% apart):
+    # read. Its full run (272 steps, 25.8 s) is far from every standard budget.
+    standard = budgeted(tmp_path, "standard", flat(0.7), lambda s: flat(0.70 + 0.01 * s))
+    saln = budgeted(tmp_path, "saln", flat(0.6), lambda s: flat(0.60 + 0.02 * s), step_seconds=0.095)
     cell = at_seconds(saln, standard, "standard")
-    assert cell.result.mean == pytest.approx(np.mean([100 * (0.65 - 0.50), 100 * (0.56 - 0.62)]))
-    assert "at 3 s all-in, each seed's last point at or before it" in cell.text
-
-    # One-off work counts: saln's points move 1.5 s later, its smallest final is 4.5 s and standard is read at
-    # 4.0 s (seed 0, epoch 2) and 2.9 s (seed 1, epoch 2), saln at 4.5 s (seed 0 epoch 3, seed 1 epoch 2).
-    late = _timed(tmp_path / "late", "saln", {0: (1.0, 2.0, 3.0), 1: (1.0, 2.0, 3.2)},
-                  {0: (0.40, 0.55, 0.65), 1: (0.41, 0.56, 0.66)}, one_off=1.5)
+    assert cell.result.mean == pytest.approx(np.mean([100 * (0.01 * s - 0.10) for s in (0, 1, 2)]))
+    assert "`saln` budget 0.1875" in cell.text and "`standard` budget 1" in cell.text
+    assert SECONDS_TOLERANCE == 0.10
+    # One-off work counts: 1 s more for saln puts its 0.1875 run at 5.845 s, 14.6% above standard's 5.1 s.
+    late = budgeted(tmp_path / "late", "saln", flat(0.6), lambda s: flat(0.6), step_seconds=0.095, one_off=1.0)
     cell = at_seconds(late, standard, "standard")
-    assert cell.result.mean == pytest.approx(np.mean([100 * (0.65 - 0.60), 100 * (0.56 - 0.62)]))
-    assert "at 4.5 s all-in" in cell.text
-
-    # One-off work longer than the baseline's whole training: saln has no point by the budget.
-    slow = _timed(tmp_path / "slow", "saln", {0: (1.0, 2.0, 3.0), 1: (1.0, 2.0, 3.2)},
-                  {0: (0.40, 0.55, 0.65), 1: (0.41, 0.56, 0.66)}, one_off=10.0)
-    cell = at_seconds(slow, standard, "standard")
-    assert cell.result is None and "`saln` has no measured point by 5 s" in cell.text
-    assert "its one-off work alone takes 10 s" in cell.text
+    assert cell.result is None and cell.text.startswith(NOT_RESOLVED)
+    assert "`saln` budget 0.1875" in cell.text and "`standard` budget 1" in cell.text and "15% apart" in cell.text
+    assert seconds_gap(late.completed(0.1875), standard.completed(1.0)) == pytest.approx((5.845 - 5.1) / 5.1)
 
 
 # --- (5) A run that did not train gets no verdict --------------------------------------------------
 
 
-def write_tree(roots, rows_of, methods, seeds, lrs, extract=2.0):
-    """A results tree as the stages leave it: each method's runs at every rate (``rows_of(method, seed, lr)``),
+def write_tree(roots, rows_of, methods, seeds, lrs, extract=2.0, fractions=(1.0,)):
+    """A results tree as the stages leave it: each method's runs at every rate and budget fraction
+    (``rows_of(method, seed, lr)``, and ``rows_of(method, seed, lr, fraction)`` below the full budget),
     heads and selections, best.json, prepared data and the one-off costs."""
     for method in methods:
         keep = BATCH if method == "standard" else KEEP
         for seed in seeds:
             for lr in lrs:
-                write_run(roots.train, "digits", method, seed, lr=lr, rows=rows_of(method, seed, lr), keep=keep)
-                write_models(roots.models, "digits", method, seed, lr=lr, keep=keep)
+                for f in fractions:
+                    rows = rows_of(method, seed, lr) if f == 1.0 else rows_of(method, seed, lr, f)
+                    write_run(roots.train, "digits", method, seed, lr=lr, rows=rows, keep=keep, fraction=f)
+                    write_models(roots.models, "digits", method, seed, lr=lr, keep=keep, fraction=f)
     write_best(roots.train, roots.lr, "digits", methods, seeds, lrs)
     write_prepared(roots.prepared)
     write_one_offs(roots, extract=extract)
@@ -317,19 +310,18 @@ def test_a_method_that_did_not_train_at_any_rate_gets_no_verdict(tmp_path):
     assert DID_NOT_TRAIN in claims_markdown(ev.claims)
 
 
-def test_a_rate_that_did_not_train_is_never_read_even_when_best_at_the_budget(tmp_path):
-    standard = MethodRuns({LR: rate_runs(tmp_path, "standard", {
-        s: trainer_rows(BATCH, ramp(0.2, 0.9, 3264), flat(0.4)) for s in (0, 1)}, keep=BATCH)}, LR)
-    # Rate 0.1 is the best on validation at 576 images, but its final validation loss is 2.5 > ln 10.
-    diverging = rate_runs(tmp_path, "saln", {s: trainer_rows(KEEP, flat(0.95), flat(0.95), val_loss=2.5)
-                                             for s in (0, 1)}, lr=0.1)
-    steady = rate_runs(tmp_path, "saln", {s: trainer_rows(KEEP, ramp(0.2, 0.6), ramp(0.2, 0.6)) for s in (0, 1)})
-    assert not diverging.trained and steady.trained
-    saln = MethodRuns({LR: steady, 0.1: diverging}, LR)
-    cell = at_images(saln, standard, "standard")
-    assert "lr 0.01 vs 0.01" in cell.text
-    assert cell.result.mean == pytest.approx(100 * (0.2 + 0.4 * 576 / 612 - 0.4))
-    assert "lr 0.01 vs 0.01" in at_seconds(saln, standard, "standard").text
+def test_a_rate_that_did_not_train_is_never_read_even_when_best_on_validation(tmp_path):
+    standard = budgeted(tmp_path, "standard", flat(0.9), lambda s: flat(0.4), seeds=(0, 1))
+    # Rate 0.1 leads on validation at both budgets, but its final validation loss is 2.5 > ln 10.
+    steady = budgeted(tmp_path, "saln", flat(0.6), lambda s: flat(0.6), seeds=(0, 1))
+    diverging = budgeted(tmp_path, "saln", flat(0.95), lambda s: flat(0.95), seeds=(0, 1), lr=0.1, val_loss=2.5)
+    assert not diverging.rates[0.1].trained and steady.rates[LR].trained
+    saln = MethodRuns({**steady.rates, **diverging.rates}, LR, 0.0,
+                      {0.1875: {**steady.fractions[0.1875], **diverging.fractions[0.1875]}})
+    for key in ("images", "epochs"):
+        cell = at_equal(saln, standard, "standard", key)
+        assert "`saln` budget" in cell.text and "(lr 0.01;" in cell.text and "(lr 0.1;" not in cell.text
+        assert cell.result.mean == pytest.approx(100 * (0.6 - 0.4))
 
 
 def test_a_rate_with_a_diverged_seed_is_never_read(tmp_path):
@@ -337,89 +329,93 @@ def test_a_rate_with_a_diverged_seed_is_never_read(tmp_path):
     measurements must not read it either, even when its surviving seed leads on validation."""
     roots = make_roots(tmp_path)
 
-    def rows_of(method, seed, lr):
-        if method == "saln" and lr == 0.1:
-            return trainer_rows(KEEP, flat(0.9), flat(0.9))
-        return trainer_rows(BATCH if method == "standard" else KEEP, ramp(0.2, 0.6), ramp(0.2, 0.6))
-    write_tree(roots, rows_of, ["standard", "saln"], [0, 1, 2], [0.01, 0.1])
+    def rows_of(method, seed, lr, fraction=1.0):
+        keep = BATCH if method == "standard" else KEEP
+        steps = run_budget("images", fraction, EPOCHS, N_BATCHES, BATCH, keep).steps
+        level = 0.9 if method == "saln" and lr == 0.1 else 0.6
+        return completed_rows(keep, steps, flat(level), flat(level))
+    write_tree(roots, rows_of, ["standard", "saln"], [0, 1, 2], [0.01, 0.1], fractions=(0.1875, 1.0))
     for seed in (1, 2):   # as the train stage leaves a rate whose loss blew up
-        run = rate_dir(run_dir(roots.train, "digits", "saln", seed), 0.1)
-        for name in (METRICS_FILE, "dvclive"):
-            shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
-        record_divergence(run, 0.1, "training loss became non-finite")
+        for fraction in (0.1875, 1.0):
+            run = rate_dir(run_dir(roots.train, "digits", "saln", seed), 0.1, fraction)
+            for name in (METRICS_FILE, "dvclive"):
+                shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+            record_divergence(run, 0.1, "training loss became non-finite")
     best = write_best(roots.train, roots.lr, "digits", ["standard", "saln"], [0, 1, 2], [0.01, 0.1])
     assert best["methods"]["saln"]["best_lr"] == 0.01 and best["methods"]["saln"]["diverged"] == ["0.1"]
-    ev = evidence("digits", ["standard", "saln"], [0, 1, 2], [0.01, 0.1], inputs(roots))
+    ev = evidence("digits", ["standard", "saln"], [0, 1, 2], [0.01, 0.1], inputs(roots), [0.1875, 1.0])
     assert list(ev.groups["saln"].rates[0.1].runs) == [0] and not ev.groups["saln"].rates[0.1].trained
+    assert not ev.groups["saln"].fractions[0.1875][0.1].trained
     cells = {c.key: c for c in next(r for r in ev.pairs if r.baseline == "standard").cells}
-    for key in ("images", "seconds"):
-        assert "lr 0.01 vs 0.01" in cells[key].text and cells[key].result.n == 3, cells[key].text
-    assert "`saln` at lr 0.1" in " ".join(untrained_lines(ev))
+    for key in ("images", "epochs"):
+        assert "(lr 0.1;" not in cells[key].text and cells[key].result.n == 3, cells[key].text
+    assert "`saln` at lr 0.1, budget 0.1875" in " ".join(untrained_lines(ev))
 
 
 # --- (6) The best rate per budget is chosen on validation, not on test -----------------------------
 
 
 def test_the_best_rate_at_each_budget_is_chosen_on_validation_accuracy_there(tmp_path):
-    standard = MethodRuns({LR: rate_runs(tmp_path, "standard", {
-        s: trainer_rows(BATCH, ramp(0.2, 0.9, 3264), flat(0.4), step_seconds=0.0565) for s in (0, 1)},
-        keep=BATCH)}, LR)
-    # Rate 0.01 climbs to 70% validation (test 5 pp higher); rate 0.1 sits at 69% validation, 30% test.
-    # At 576 images and at standard's final 2.88 s, 0.1 leads on validation (69% vs 67.1% and 36.7%) while
-    # 0.01 leads on test; at the end 0.01 leads on validation, so best_lr picks 0.01.
-    slow_val = ramp(0.2, 0.7)
-    rates = {0.01: rate_runs(tmp_path, "saln", {s: trainer_rows(KEEP, slow_val, lambda i: slow_val(i) + 0.05)
-                                                for s in (0, 1)}),
-             0.1: rate_runs(tmp_path, "saln", {s: trainer_rows(KEEP, flat(0.69), flat(0.3)) for s in (0, 1)}, lr=0.1)}
-    best = choose_best("digits", ["saln"], [0, 1], [0.01, 0.1], tmp_path)["methods"]["saln"]["best_lr"]
-    assert best == 0.01
-    saln = MethodRuns(rates, best)
-
-    images = at_images(saln, standard, "standard")
-    assert "at 576 images" in images.text and "lr 0.1 vs 0.01" in images.text
-    assert images.result.mean == pytest.approx(100 * (0.3 - 0.4))   # 0.1's test accuracy, the lower one
-    seconds = at_seconds(saln, standard, "standard")
-    assert "lr 0.1 vs 0.01" in seconds.text and seconds.result.mean == pytest.approx(100 * (0.3 - 0.4))
-    epochs = at_epochs(saln, standard, "standard", "epochs")
-    assert "lr 0.01 vs 0.01" in epochs.text and epochs.result.mean == pytest.approx(100 * (0.75 - 0.4))
+    standard = budgeted(tmp_path, "standard", flat(0.5), lambda s: flat(0.4), seeds=(0, 1))
+    # Budgeted for 0.1875, rate 0.1 leads on validation (69% vs 60%) but trails on test (30% vs 65%); at the
+    # full budget 0.01 leads on validation (70% vs 69%).
+    slow = budgeted(tmp_path, "saln", lambda i: 0.6 if i < 1000 else 0.7, lambda s: lambda i: 0.65, seeds=(0, 1))
+    fast = budgeted(tmp_path, "saln", flat(0.69), lambda s: flat(0.3), seeds=(0, 1), lr=0.1)
+    saln = MethodRuns({**slow.rates, **fast.rates}, LR, 0.0, {0.1875: {**slow.fractions[0.1875],
+                                                                       **fast.fractions[0.1875]}})
+    assert saln.rate_at(0.1875) == 0.1 and saln.rate == 0.01
+    epochs = at_equal(saln, standard, "standard", "epochs")
+    assert "`saln` budget 0.1875 (lr 0.1;" in epochs.text and epochs.result.mean == pytest.approx(100 * (0.3 - 0.4))
+    images = at_equal(saln, standard, "standard", "images")
+    assert "`saln` budget 1 (lr 0.01;" in images.text and images.result.mean == pytest.approx(100 * (0.65 - 0.4))
 
 
-# --- (7) Time to target -----------------------------------------------------------------------------
+# --- (7) Time to target and flattening, from completed runs ----------------------------------------
 
 
-def test_time_to_target_counts_the_seeds_that_reached_it(tmp_path):
+def test_time_to_target_reads_the_smallest_budget_whose_completed_run_reaches_it(tmp_path):
     roots = make_roots(tmp_path)
-    standard_val = lambda i: 0.1 if i == 0 else 0.3 if i < 1000 else 0.65 if i < 3264 else 0.8   # noqa: E731
-    saln_val = {0: lambda i: 0.1 if i < 200 else 0.5 if i < 500 else 0.75,
-                1: lambda i: 0.1 if i < 300 else 0.5 if i < 500 else 0.65}
+    # standard ends at 80% validation (full budget) and 65% at 0.1875; saln's seed 0 reaches 80% at 0.1875,
+    # seed 1 only at the full budget; jest never gets to half of 80%.
+    level = {("standard", 1.0): {0: 0.8, 1: 0.8}, ("standard", 0.1875): {0: 0.65, 1: 0.65},
+             ("saln", 1.0): {0: 0.85, 1: 0.8}, ("saln", 0.1875): {0: 0.8, 1: 0.5},
+             ("jest", 1.0): {0: 0.35, 1: 0.35}, ("jest", 0.1875): {0: 0.3, 1: 0.3}}
 
-    def rows_of(method, seed, lr):
-        if method == "standard":
-            return trainer_rows(BATCH, standard_val, standard_val)
-        if method == "saln":
-            return trainer_rows(KEEP, saln_val[seed], saln_val[seed], step_seconds=0.03)
-        return trainer_rows(KEEP, flat(0.35), flat(0.35))   # jest: never half of standard's 80%
-    write_tree(roots, rows_of, ["standard", "saln", "jest"], [0, 1], [LR], extract=2.0)
-    ev = evidence("digits", ["standard", "saln", "jest"], [0, 1], [LR], inputs(roots))
-    # Targets: 50%, 75% and 90% of standard's final validation accuracy 80%: 0.40, 0.60, 0.72.
-    # saln's one-off seconds: 2 s of feature extraction shared by its 2 runs (2 seeds x 1 rate) = 1 s.
-    assert ev.groups["saln"].one_off == pytest.approx(1.0)
+    def rows_of(method, seed, lr, fraction=1.0):
+        keep = BATCH if method == "standard" else KEEP
+        steps = run_budget("images", fraction, EPOCHS, N_BATCHES, BATCH, keep).steps
+        acc = level[method, fraction][seed]
+        return completed_rows(keep, steps, flat(acc), flat(acc), step_seconds=0.1 if method == "standard" else 0.03)
+    write_tree(roots, rows_of, ["standard", "saln", "jest"], [0, 1], [LR], extract=2.0, fractions=(0.1875, 1.0))
+    ev = evidence("digits", ["standard", "saln", "jest"], [0, 1], [LR], inputs(roots), [0.1875, 1.0])
+    # saln's one-off seconds: 2 s of feature extraction shared by its 4 runs (2 seeds x 1 rate x 2 budgets).
+    assert ev.groups["saln"].one_off == pytest.approx(0.5)
     text, rows = time_to_target(ev)
-    got = {(r[1], r[3]): r for r in rows}
-    # standard: first point at or above 1000 images is epoch 1's end (1088, 17 steps of 0.1 s); 72% at the end.
-    assert got["standard", 0.5][4:] == [1088, pytest.approx(1.7), 2, 2]
-    assert got["standard", 0.9][4:] == [3264, pytest.approx(5.1), 2, 2]
-    # saln: seed 0 reaches 40% at 204 images (epoch 1's end, 17 steps), seed 1 at 384 (32 steps); both
-    # reach 60% at 576 (48 steps); only seed 0 reaches 72%. Seconds include the 1 s one-off.
-    assert got["saln", 0.5][4:] == [294, pytest.approx(1.0 + 0.03 * (17 + 32) / 2), 2, 2]
-    assert got["saln", 0.75][4:] == [576, pytest.approx(1.0 + 0.03 * 48), 2, 2]
-    assert got["saln", 0.9][4:] == [576, pytest.approx(1.0 + 0.03 * 48), 1, 2]
-    assert all(got["jest", f][4:] == [None, None, 0, 2] for f in (0.5, 0.75, 0.9))
-    assert "| jest | 0.01 | not reached (0/2) | not reached (0/2) | not reached (0/2) |" in text
-    assert "576 img, 2.44 s (1/2)" in text and "80.0%" in text
+    got = {(r[1], r[2]): r for r in rows}
+    # Targets: 50%, 75%, 90% and 100% of standard's final 80%: 0.40, 0.60, 0.72, 0.80.
+    assert got["standard", 0.75][3:] == [640, pytest.approx(1.0), 2, 2]   # 0.1875: 10 steps of 0.1 s
+    assert got["standard", 1.0][3:] == [3264, pytest.approx(5.1), 2, 2]
+    # saln at 100%: seed 0 at 0.1875 (612 images, 51 steps), seed 1 at the full budget (3264, 272 steps).
+    assert got["saln", 1.0][3:] == [pytest.approx((612 + 3264) / 2), pytest.approx(0.5 + 0.03 * (51 + 272) / 2), 2, 2]
+    assert got["saln", 0.5][3:] == [612, pytest.approx(0.5 + 0.03 * 51), 2, 2]   # both seeds at 0.1875
+    assert all(got["jest", f][3:] == [None, None, 0, 2] for f in (0.5, 0.75, 0.9, 1.0))
+    assert "| jest | " + " | ".join(["not reached by any budget (0/2)"] * 4) + " |" in text
+    assert "budget 0.1875/1 (2/2)" in text and "80.0%" in text
     no_base = dataclasses.replace(ev, groups={m: g for m, g in ev.groups.items() if m != "standard"})
     assert time_to_target(no_base) == ("*No time-to-target table: `standard` has no trained run at its best "
                                        "rate.*", [])
+    assert "not measured" in flattening_line(ev) and "add 0.8 to train.budget_fractions" in flattening_line(ev)
+
+
+def test_flattening_compares_standards_completed_runs_at_0_8_and_1(tmp_path):
+    gains = {0: 0.004, 1: 0.006, 2: 0.005}
+    standard = budgeted(tmp_path, "standard", flat(0.7), lambda s: flat(0.7), fractions=(0.8, 1.0))
+    for seed, gain in gains.items():   # the full run ends 0.4-0.6 pp above the 0.8 run
+        standard.rates[LR].runs[seed]["val_acc"] += gain
+    saln = budgeted(tmp_path, "saln", flat(0.6), lambda s: flat(0.6), fractions=(0.8, 1.0))
+    ev = Evidence("digits", {"standard": standard, "saln": saln}, CHANCE, None, {}, [], [])
+    line = flattening_line(ev)
+    assert "+0.50 pp [" in line and "**flattened: under 1 pp**" in line and "lr 0.01 and 0.01" in line
 
 
 def test_batchnorm_table_pairs_each_seeds_final_accuracy_with_and_without_recalibration(tmp_path):
@@ -454,42 +450,50 @@ def test_batchnorm_table_pairs_each_seeds_final_accuracy_with_and_without_recali
 
 
 def test_build_report_writes_claims_with_intervals_time_to_target_and_all_in_cost(tmp_path):
-    """standard, random, saln and jest, 3 seeds, 2 rates, logged as the trainer logs them."""
+    """standard, random, saln and jest, 3 seeds, 2 rates, budgets 0.1875 and 1 of an image budget."""
     roots = make_roots(tmp_path)
-    methods, seeds, lrs = ["standard", "random", "saln", "jest"], [0, 1, 2], [0.01, 0.1]
+    methods, seeds, lrs, fractions = ["standard", "random", "saln", "jest"], [0, 1, 2], [0.01, 0.1], [0.1875, 1.0]
     level = {"standard": 0.5, "random": 0.45, "saln": 0.55, "jest": 0.5}
 
-    def rows_of(method, seed, lr):
+    def rows_of(method, seed, lr, fraction=1.0):
+        keep = BATCH if method == "standard" else KEEP
         top = level[method] + 0.01 * seed * (1 + (method == "saln")) - (0.05 if lr == 0.1 else 0.0)
-        curve = ramp(0.1, top, 3264 if method == "standard" else 612)
-        return trainer_rows(BATCH if method == "standard" else KEEP, curve, lambda i: curve(i) + 0.01,
-                            step_seconds=0.1 if method == "standard" else 0.03)
-    write_tree(roots, rows_of, methods, seeds, lrs, extract=2.0)
-    build_report(make_regime(methods=methods, seeds=seeds, lrs=lrs), roots, load_paper())
+        steps = run_budget("images", fraction, EPOCHS, N_BATCHES, BATCH, keep).steps
+        if fraction == 1.0:  # the full run logs its curves: the budget grid and every epoch end
+            rows = trainer_rows(keep, ramp(0.1, top, 3264), ramp(0.11, top + 0.01, 3264), step_seconds=0.1,
+                                epochs=math.ceil(steps / N_BATCHES))
+            return [r for r in rows if r["steps"] <= steps]
+        return completed_rows(keep, steps, flat(top - 0.1), flat(top - 0.09))
+    write_tree(roots, rows_of, methods, seeds, lrs, extract=2.0, fractions=fractions)
+    build_report(make_regime(methods=methods, seeds=seeds, lrs=lrs, budget="images", schedule="linear",
+                             fractions=fractions), roots, load_paper())
 
     report = (roots.out / "report.md").read_text()
+    assert "budget (images): standard's images in 3 epochs for every method; schedule linear" in report
     claims = report[report.index("#### Claims"):report.index("#### Measurements")]
     assert "| claim | comparison | primary measurement | verdict |" in claims
     assert claims.count("| saln vs ") == 5 and " pp [" in claims
     measured = report[report.index("#### Measurements"):report.index("#### Time to target")]
     assert "(primary)" in measured and "(Holm)" in measured
-    # saln ahead of standard by 5, 6 and 7 pp at equal epochs (seeds 0-2): a win on the primary.
+    # saln ahead of standard by 5, 6 and 7 pp at equal images (the full budgets, 3264 images): a win.
     first = next(line for line in measured.splitlines() if line.startswith("| saln vs standard |"))
     assert first.split(" | ")[1].startswith("+6.00 pp [") and "→ **win** (primary)" in first.split(" | ")[1]
-    assert "at 576 images (grid point below the final 612)" in first
+    assert "`saln` budget 1 (lr 0.01; 3,264 img" in first
     for heading in ("#### Rates", "#### Time to target", "#### All-in cost"):
         assert heading in report
-    assert "*did not train:* none." in report
+    assert "*did not train:* none." in report and "budget 0.8 and 1: add 0.8" in report
 
     tables = roots.out / "tables"
     for name in ("digits_time_to_target.csv", "digits_all_in_cost.csv", "digits_test_accuracy.csv",
                  "digits_pairings.csv"):
         assert (tables / name).is_file() and f"tables/{name}" in report
-    cost = {r["method"]: r for r in csv.DictReader((tables / "digits_all_in_cost.csv").open())}
-    assert set(cost) == set(methods) and all(r["lr"] == "0.01" for r in cost.values())
-    # Each one-off cost is shared by the runs that need it: 3 seeds x 2 rates of one method each.
-    for method, one_off in (("standard", 0.0), ("random", 0.0), ("saln", 2.0 / 6), ("jest", 31.0 / 6)):
-        row = cost[method]
-        assert float(row["all_in_amortised"]) - float(row["train_seconds"]) == pytest.approx(one_off)
+    cost = [r for r in csv.DictReader((tables / "digits_all_in_cost.csv").open())]
+    assert {(r["method"], float(r["budget"])) for r in cost} == {(m, f) for m in methods for f in fractions}
+    assert all(r["lr"] == "0.01" for r in cost)
+    # Each one-off cost is shared by the runs that need it: 3 seeds x 2 rates x 2 budgets of one method each.
+    for method, one_off in (("standard", 0.0), ("random", 0.0), ("saln", 2.0 / 12), ("jest", 31.0 / 12)):
+        for row in (r for r in cost if r["method"] == method):
+            assert float(row["all_in_amortised"]) - float(row["train_seconds"]) == pytest.approx(one_off)
     targets = list(csv.DictReader((tables / "digits_time_to_target.csv").open()))
-    assert len(targets) == 4 * 3 and all(r["seeds"] == "3" for r in targets)
+    assert len(targets) == 4 * 4 and all(r["seeds"] == "3" for r in targets)
+    assert (roots.out / "figures" / "digits_time_to_accuracy.png").is_file()

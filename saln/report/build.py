@@ -25,11 +25,11 @@ from saln.layout import (ACTIVE_RESULTS, DIAGNOSTICS_ROOT, FEATURES_RESULTS, HEA
                          PREPARED_ROOT, PRUNE_RESULTS, REFERENCE_RESULTS, REPORT_ROOT, SELECTIONS_FILE,
                          TRAIN_ROOT, rate_dir, run_dir)
 from saln.report.runs import collect_runs
-from saln.report.verdicts import Evidence, Inputs, evidence, verdict_lines
+from saln.report.verdicts import Evidence, Inputs, budget_points, evidence, verdict_lines
 from saln.report.summary import metrics_markdown
 from saln.report.tables import build_tables, row_methods, write_csv
 
-CURVES, TIME, BATCHES, WEIGHTS = ("Accuracy and loss curves", "Accuracy at equal epochs, images and seconds",
+CURVES, TIME, BATCHES, WEIGHTS = ("Accuracy and loss curves", "Accuracy at each budget: epochs, images and seconds",
                                   "Selected batches", "Classifier-layer weights")
 
 
@@ -64,7 +64,8 @@ def build_report(regime: Regime, roots: Roots = Roots(), paper: Paper | None = N
         csv_files += _write_section_csvs(section, table_dir)
         if section.ran:
             ev = evidence(dataset, regime.methods, regime.seeds, regime.lrs,
-                          Inputs(roots.train, roots.lr, roots.prepared, roots.features, roots.reference))
+                          Inputs(roots.train, roots.lr, roots.prepared, roots.features, roots.reference),
+                          regime.fractions)
             section.verdicts, names = verdict_lines(ev, measured_markdown(ev.pairs), claims_markdown(ev.claims),
                                                     table_dir)
             csv_files += names
@@ -120,9 +121,12 @@ def dataset_figures(ev: Evidence, dataset: str, regime: Regime, roots: Roots, fi
                           "per epoch", figures.plot_curves(curves[m], dataset, m, styles[m],
                                                            figure_dir / f"{dataset}_curves_{m}.png"))
            for m in ran if curves[m]]
-    out.append(Figure(TIME, f"{dataset}: test accuracy against epochs, images back-propagated and training "
-                            "seconds, each method at its best rate", figures.plot_time_to_accuracy(
-                                curves, dataset, styles, "test_acc", figure_dir / f"{dataset}_time_to_accuracy.png")))
+    ends, anytime = budget_points(ev)
+    out.append(Figure(TIME, f"{dataset}: test accuracy of each completed budget (filled, each method at its best "
+                            "rate for that budget) and inside the full-budget run (hollow, the anytime view), "
+                            "against passes, images back-propagated and all-in seconds",
+                      figures.plot_time_to_accuracy(ends, anytime, dataset, styles,
+                                                    figure_dir / f"{dataset}_time_to_accuracy.png")))
     models = {m: [rate_dir(run_dir(roots.models, dataset, m, s), best[m]) for s in regime.seeds] for m in ran}
     prepared = Path(roots.prepared)
     out += batch_figures(dataset, models, regime.log_batches, prepared, figure_dir, styles)

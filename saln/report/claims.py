@@ -2,21 +2,22 @@
 same pair as a Holm-corrected secondary.
 
 Every measurement compares SALN with a baseline seed by seed (``stats.paired``: 95% Student-t
-interval) and reads only points the runs measured:
+interval) and reads only **completed runs**: a run whose schedule ended with its own budget
+(``train.budget_fractions``: one run per share of the budget, saln/schedule.py), never a point in
+the middle of a longer run. Each method is read at its best rate on validation *for that budget*,
+among the rates whose runs trained. The measurements:
 
-* (a) equal epochs: final test accuracy, each method at its best rate on validation among the rates
-  whose runs trained (``MethodRuns.rate``);
-* (b) equal images back-propagated: test accuracy at the largest point of the shared budget grid at
-  or below the smaller of the two methods' final budgets (every run evaluates at that grid);
-* (c) equal all-in seconds: test accuracy at each seed's last measured point at or before the smaller
-  final all-in seconds (training seconds plus the one-off work the method needs, amortised);
-* (d) all-in seconds saved for the same epochs.
+* (a) equal images back-propagated: the pair of completed runs, one per method, whose images agree
+  within one step (the largest such pair); under ``train.budget: images`` the full budgets;
+* (b) equal epochs, the paper's own reading: the pair whose passes over the training split agree
+  within one step (a selector budgeted for keep / B of standard's images under ``images``);
+* (c) equal all-in seconds: the pair whose mean all-in seconds (training plus the one-off work the
+  method needs, amortised) differ by at most ``SECONDS_TOLERANCE`` of the smaller (the largest such
+  pair); otherwise the cell is *not resolved by these budgets* and names the closest pair;
+* (d) all-in seconds saved at equal epochs (the pair of (b)).
 
-At (b) and (c) each method is read at its best rate *for that budget* among the rates it ran,
-chosen on validation accuracy at the budget. Training uses one constant rate with no schedule, so
-this is a rate tuned to the budget, not a schedule completed within it (Kaddour et al. 2023). A rate
-whose runs did not train (``did_not_train``) is never read, and a method with no such rate gets no
-verdict.
+Test accuracy is compared; validation accuracy only chooses rates. A rate whose runs did not train
+(``Chance.trained``) is never read, and a method with no such rate gets no verdict.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from saln.report.stats import LOSS, TIE, WIN, Paired, holm, holm_outcome, paired
 
 METHOD = "saln"
 PAIRS = ("standard", "random", "jest")  # SALN against each
+FULL = 1.0  # the full budget's fraction
+SECONDS_TOLERANCE = 0.10  # two runs compared at equal all-in seconds differ by at most this share
 MEASUREMENTS = [  # (key, column header)
-    ("epochs", "(a) equal epochs: test acc (pp)"),
-    ("images", "(b) equal images back-propagated: test acc (pp)"),
+    ("images", "(a) equal images back-propagated: test acc (pp)"),
+    ("epochs", "(b) equal epochs (the paper's reading): test acc (pp)"),
     ("seconds", "(c) equal all-in seconds: test acc (pp)"),
     ("saved", "(d) all-in seconds saved, equal epochs (s)"),
 ]
@@ -47,29 +50,32 @@ class ClaimSpec:
 
 
 CLAIMS = [
-    ClaimSpec("1", "SALN reaches higher accuracy than standard training", "standard", "epochs"),
+    ClaimSpec("1", "SALN reaches higher accuracy than standard training", "standard", "images"),
     ClaimSpec("2", "SALN trains faster than standard training (more accurate for the same all-in seconds)",
               "standard", "seconds"),
-    ClaimSpec("3", "SALN beats JEST: higher accuracy", "jest", "epochs"),
+    ClaimSpec("3", "SALN beats JEST: higher accuracy", "jest", "images"),
     ClaimSpec("3", "SALN beats JEST: shorter training (more accurate for the same all-in seconds)", "jest",
               "seconds"),
     ClaimSpec("control", "SALN's choice beats a random subset of the same size (isolates selection)", "random",
               "images"),
 ]
 RULE = (
-    "Each cell is the mean per-seed difference SALN minus the baseline (same seed: same initialisation and "
-    "batch order), with its 95% Student-t interval over seeds (n - 1 degrees of freedom); *win* or *loss* "
-    "only when the interval excludes 0, else *tie*. Each claim is judged on one **primary** measurement; the "
-    "table's other cells are secondary, Holm-corrected together at family-wise 5% (with few seeds they "
-    "rarely reach significance: expected). (b) and (c) read measured points only: (b) the largest point of "
-    "the shared evaluation grid at or below the smaller final budget; (c) each seed's last measured point "
-    "at or before the smaller final all-in seconds. At (b) and (c) each method runs at its best rate for "
-    "that budget, chosen on validation accuracy there: a rate tuned to the budget (constant rate, no "
-    "schedule), not a schedule completed within it. Runs that did not train are never read.")
+    "Each cell is the mean per-seed difference SALN minus the baseline (same seed: same initialisation, "
+    "batch order and augmentation of each image), with its 95% Student-t interval over seeds (n - 1 degrees "
+    "of freedom); *win* or *loss* only when the interval excludes 0, else *tie*. Each claim is judged on one "
+    "**primary** measurement; the table's other cells are secondary, Holm-corrected together at family-wise "
+    "5% (with few seeds they rarely reach significance: expected). Every cell reads **completed runs**: one "
+    "run per share of the budget (`train.budget_fractions`), each with its rate schedule ending at its own "
+    "last step, never a point in the middle of a longer run. (a) pairs the runs whose images "
+    "back-propagated agree within one step, (b) those whose passes over the data agree within one step, "
+    f"(c) those whose mean all-in seconds differ by at most {SECONDS_TOLERANCE:.0%} of the smaller (else "
+    "*not resolved by these budgets*); each at the largest such budget. Each method runs at its best rate "
+    "for that budget, chosen on validation accuracy. Runs that did not train are never read.")
 SPEED_NOTE = ("All-in seconds: training seconds (evaluation excluded; selection scoring included) plus the "
               "one-off work the method needs (feature extraction; the reference model's training and "
               "scoring), amortised over the runs that share it.")
 DID_NOT_TRAIN = "did not train"
+NOT_RESOLVED = "not resolved by these budgets"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,30 +84,103 @@ DID_NOT_TRAIN = "did not train"
 
 @dataclass
 class RateRuns:
-    """One method's finished runs at one rate: seed -> metrics (with "dir"), seed -> history."""
+    """One method's finished runs at one (rate, budget): seed -> metrics (with "dir"), seed -> history."""
 
     runs: dict[int, dict]
     histories: dict[int, History]
     trained: bool
 
 
+def passes_of(run: dict) -> float:
+    """Passes over the run's training split (steps / batches per pass)."""
+    if "passes" in run:
+        return float(run["passes"])
+    return run["steps"] / max(run["train_images"] // run["batch_size"], 1)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """One method's completed runs at one budget, at its best rate for that budget."""
+
+    fraction: float
+    lr: float
+    rate: RateRuns
+    one_off: float  # amortised one-off seconds added to each run's training seconds
+
+    def per_seed(self, key: str, scale: float = 1.0) -> dict[int, float]:
+        return {seed: scale * float(run[key]) for seed, run in self.rate.runs.items()}
+
+    def all_in(self) -> dict[int, float]:
+        return {seed: run["train_seconds"] + self.one_off for seed, run in self.rate.runs.items()}
+
+    @staticmethod
+    def _mean(values: dict[int, float]) -> float:
+        return sum(values.values()) / len(values)
+
+    @property
+    def images(self) -> float:
+        return self._mean(self.per_seed("images_backprop"))
+
+    @property
+    def seconds(self) -> float:
+        return self._mean(self.all_in())
+
+    @property
+    def passes(self) -> float:
+        return self._mean({s: passes_of(r) for s, r in self.rate.runs.items()})
+
+    @property
+    def step_images(self) -> float:
+        """Images one step back-propagates (the tolerance of equal images)."""
+        return max(float(r["keep_per_batch"]) for r in self.rate.runs.values())
+
+    @property
+    def step_passes(self) -> float:
+        """The share of a pass one step makes (the tolerance of equal epochs)."""
+        return max(passes_of(r) / max(r["steps"], 1) for r in self.rate.runs.values())
+
+    def label(self, method: str) -> str:
+        return (f"`{method}` budget {self.fraction:g} (lr {self.lr:g}; {self.images:,.0f} img, "
+                f"{self.passes:.3g} passes, {self.seconds:.3g} s)")
+
+
 @dataclass
 class MethodRuns:
-    rates: dict[float, RateRuns]
-    best_lr: float | None  # stage best_lr's pick (final validation accuracy)
-    one_off: float = 0.0  # amortised one-off seconds added to every point's training seconds
+    """One method's runs: ``rates`` at the full budget and ``fractions`` (share -> rate -> runs) at the
+    smaller budgets of ``train.budget_fractions``."""
 
-    def eligible(self) -> dict[float, RateRuns]:
-        return {lr: r for lr, r in self.rates.items() if r.trained and r.runs}
+    rates: dict[float, RateRuns]
+    best_lr: float | None  # stage best_lr's pick (final validation accuracy, full budget)
+    one_off: float = 0.0  # amortised one-off seconds added to every run's training seconds
+    fractions: dict[float, dict[float, RateRuns]] = field(default_factory=dict)
+
+    def at(self, fraction: float) -> dict[float, RateRuns]:
+        return self.rates if fraction == FULL else self.fractions.get(fraction, {})
+
+    def budgets(self) -> list[float]:
+        return sorted({*self.fractions, FULL})
+
+    def eligible(self, fraction: float = FULL) -> dict[float, RateRuns]:
+        return {lr: r for lr, r in self.at(fraction).items() if r.trained and r.runs}
+
+    def rate_at(self, fraction: float) -> float | None:
+        """The best rate for a budget on final validation accuracy (mean over seeds) among the rates whose
+        runs trained; equal means go to the smaller rate. Stage best_lr's pick may be a rate whose runs
+        did not train (a high accuracy with a loss above ln(classes)): verdicts never read those."""
+        scored = [(sum(r["val_acc"] for r in rate.runs.values()) / len(rate.runs), -lr)
+                  for lr, rate in self.eligible(fraction).items()]
+        return -max(scored)[1] if scored else None
 
     @property
     def rate(self) -> float | None:
-        """The best rate on final validation accuracy (mean over seeds) among the rates whose runs
-        trained; equal means go to the smaller rate. Stage best_lr's pick may be a rate whose runs
-        did not train (a high accuracy with a loss above ln(classes)): verdicts never read those."""
-        scored = [(sum(r["val_acc"] for r in rate.runs.values()) / len(rate.runs), -lr)
-                  for lr, rate in self.eligible().items()]
-        return -max(scored)[1] if scored else None
+        return self.rate_at(FULL)
+
+    def completed(self, fraction: float) -> Completed | None:
+        lr = self.rate_at(fraction)
+        return None if lr is None else Completed(fraction, lr, self.at(fraction)[lr], self.one_off)
+
+    def all_completed(self) -> list[Completed]:
+        return [c for f in self.budgets() if (c := self.completed(f)) is not None]
 
 
 @dataclass(frozen=True)
@@ -126,7 +205,7 @@ def did_not_train_rule(chance: Chance) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Measurements
+# Measurements on completed runs
 
 
 @dataclass(frozen=True)
@@ -137,114 +216,93 @@ class Cell:
     outcome: str | None = None  # after the primary / Holm rule
 
 
-def _per_seed(rate: RateRuns, value) -> dict[int, float]:
-    return {seed: value(run, rate.histories[seed]) for seed, run in rate.runs.items()}
-
-
-def _rate_text(lr_a: float, lr_b: float, baseline: str) -> str:
-    return f"lr {lr_a:g} vs {lr_b:g}"
-
-
 def _no_rate(a: MethodRuns, b: MethodRuns, baseline: str) -> str | None:
     for name, m in ((METHOD, a), (baseline, b)):
-        if not m.eligible():
+        if not m.all_completed():
             return f"`{name}` {DID_NOT_TRAIN} at any rate: no verdict"
     return None
 
 
-def at_epochs(a: MethodRuns, b: MethodRuns, baseline: str, key: str) -> Cell:
-    """(a) final test accuracy or (d) all-in seconds saved, each at its best rate on validation."""
+def _agree(ca: Completed, cb: Completed, key: str) -> bool:
+    """The two budgets are equal in ``key``: images or passes within one step, seconds within the tolerance."""
+    if key == "images":
+        return abs(ca.images - cb.images) <= max(ca.step_images, cb.step_images) + 1e-9
+    if key == "epochs":
+        return abs(ca.passes - cb.passes) <= max(ca.step_passes, cb.step_passes) + 1e-9
+    return seconds_gap(ca, cb) <= SECONDS_TOLERANCE + 1e-12
+
+
+def seconds_gap(ca: Completed, cb: Completed) -> float:
+    """How far apart two runs' all-in seconds are, as a share of the smaller."""
+    return abs(ca.seconds - cb.seconds) / max(min(ca.seconds, cb.seconds), 1e-12)
+
+
+def _size(pair: tuple[Completed, Completed], key: str) -> tuple:
+    ca, cb = pair
+    value = {"images": ca.images + cb.images, "epochs": ca.passes + cb.passes}.get(key, ca.seconds + cb.seconds)
+    return value, ca.fraction, cb.fraction
+
+
+def matched(a: MethodRuns, b: MethodRuns, key: str) -> tuple[Completed, Completed] | None:
+    """The largest pair of completed budgets, one per method, equal in ``key`` (images, epochs, seconds)."""
+    pairs = [(ca, cb) for ca in a.all_completed() for cb in b.all_completed() if _agree(ca, cb, key)]
+    return max(pairs, key=lambda p: _size(p, key)) if pairs else None
+
+
+NOUNS = {"images": "images back-propagated", "epochs": "passes over the data"}
+
+
+def at_equal(a: MethodRuns, b: MethodRuns, baseline: str, key: str) -> Cell:
+    """(a) equal images or (b) equal epochs: final test accuracy of the two completed runs."""
     if why := _no_rate(a, b, baseline):
         return Cell(key, why)
-    ra, rb = (m.eligible()[m.rate] for m in (a, b))
-    if key == "epochs":
-        result = paired(*(_per_seed(r, lambda run, h: 100 * run["test_acc"]) for r in (ra, rb)))
-        unit = "pp"
-    else:  # seconds saved: baseline minus method
-        result = paired(_per_seed(rb, lambda run, h: run["train_seconds"] + b.one_off),
-                        _per_seed(ra, lambda run, h: run["train_seconds"] + a.one_off))
-        unit = "s"
+    pair = matched(a, b, key)
+    if pair is None:
+        return Cell(key, f"no completed runs with equal {NOUNS[key]} (within one step): add the share keep / B "
+                         "to train.budget_fractions")
+    ca, cb = pair
+    result = paired(ca.per_seed("test_acc", 100), cb.per_seed("test_acc", 100))
     if result is None:
         return Cell(key, "no seed in common")
-    return Cell(key, f"{result.format(unit)}; {_rate_text(a.rate, b.rate, baseline)}", result)
-
-
-def _points(history: History, x_name: str, offset: float = 0.0) -> list[tuple[float, float, float]]:
-    """(x, val_acc, test_acc) at every measured row, x ascending."""
-    x, val = history.series(x_name, "val_acc")
-    x2, test = history.series(x_name, "test_acc")
-    if len(x) != len(x2):
-        return []
-    return [(float(xi) + offset, float(v), float(t)) for xi, v, t in zip(x, val, test)]
-
-
-def _read(points: list[tuple[float, float, float]], budget: float, exact: bool) -> tuple[float, float] | None:
-    """(val, test) at ``budget``: the point exactly there (images) or the last at or before it (seconds)."""
-    eps = 1e-9 * max(1.0, abs(budget))
-    found = [p for p in points if (abs(p[0] - budget) <= eps if exact else p[0] <= budget + eps)]
-    return (found[-1][1], found[-1][2]) if found else None
-
-
-def _best_at(m: MethodRuns, x_name: str, budget: float, exact: bool, offset: float):
-    """(rate, seed -> test acc) of the rate with the best mean validation accuracy at ``budget``."""
-    best = None
-    for lr, rate in sorted(m.eligible().items()):
-        read = {s: _read(_points(h, x_name, offset), budget, exact) for s, h in rate.histories.items()}
-        if any(v is None for v in read.values()):
-            continue
-        mean_val = sum(v[0] for v in read.values()) / len(read)
-        if best is None or mean_val > best[0]:
-            best = (mean_val, lr, {s: 100 * v[1] for s, v in read.items()})
-    return None if best is None else (best[1], best[2])
-
-
-def _finals(m: MethodRuns, x_name: str, offset: float) -> list[float]:
-    return [pts[-1][0] for r in m.eligible().values() for h in r.histories.values()
-            if (pts := _points(h, x_name, offset))]
-
-
-def image_budget(a: MethodRuns, b: MethodRuns) -> float | None:
-    """The largest point every eligible run of both methods measured, at or below the smaller final budget."""
-    finals = _finals(a, "images_backprop", 0) + _finals(b, "images_backprop", 0)
-    shared = None
-    for m in (a, b):
-        for rate in m.eligible().values():
-            for h in rate.histories.values():
-                xs = {p[0] for p in _points(h, "images_backprop")}
-                shared = xs if shared is None else shared & xs
-    candidates = [x for x in shared or () if finals and x <= min(finals)]
-    return max(candidates) if candidates else None
-
-
-def at_images(a: MethodRuns, b: MethodRuns, baseline: str) -> Cell:
-    if why := _no_rate(a, b, baseline):
-        return Cell("images", why)
-    budget = image_budget(a, b)
-    if budget is None or budget == 0:
-        return Cell("images", "no grid point both methods measured")
-    picks = [_best_at(m, "images_backprop", budget, True, 0.0) for m in (a, b)]
-    if None in picks:
-        return Cell("images", f"no rate measured {budget:g} images in every seed")
-    result = paired(picks[0][1], picks[1][1])
-    smaller = min(_finals(a, "images_backprop", 0) + _finals(b, "images_backprop", 0))
-    where = f"at {budget:g} images" + ("" if budget == smaller else f" (grid point below the final {smaller:g})")
-    return Cell("images", f"{result.format('pp')}; {where}; {_rate_text(picks[0][0], picks[1][0], baseline)}",
-                result)
+    return Cell(key, f"{result.format('pp')}; {ca.label(METHOD)} vs {cb.label(baseline)}", result)
 
 
 def at_seconds(a: MethodRuns, b: MethodRuns, baseline: str) -> Cell:
+    """(c) final test accuracy of two completed runs whose all-in seconds agree within the tolerance."""
     if why := _no_rate(a, b, baseline):
         return Cell("seconds", why)
-    finals = [min(_finals(m, "train_seconds", m.one_off)) for m in (a, b)]
-    budget = min(finals)
-    picks = [_best_at(m, "train_seconds", budget, False, m.one_off) for m in (a, b)]
-    for name, m, pick in ((METHOD, a, picks[0]), (baseline, b, picks[1])):
-        if pick is None:
-            return Cell("seconds", f"`{name}` has no measured point by {budget:.3g} s "
-                                   f"(its one-off work alone takes {m.one_off:.3g} s): no verdict")
-    result = paired(picks[0][1], picks[1][1])
-    return Cell("seconds", f"{result.format('pp')}; at {budget:.3g} s all-in, each seed's last point at or "
-                           f"before it; {_rate_text(picks[0][0], picks[1][0], baseline)}", result)
+    pair = matched(a, b, "seconds")
+    if pair is None:
+        ca, cb = min(((ca, cb) for ca in a.all_completed() for cb in b.all_completed()),
+                     key=lambda p: seconds_gap(*p))
+        return Cell("seconds", f"{NOT_RESOLVED}: the closest completed runs, {ca.label(METHOD)} and "
+                               f"{cb.label(baseline)}, are {seconds_gap(ca, cb):.0%} apart "
+                               f"(at most {SECONDS_TOLERANCE:.0%} is read)")
+    ca, cb = pair
+    result = paired(ca.per_seed("test_acc", 100), cb.per_seed("test_acc", 100))
+    if result is None:
+        return Cell("seconds", "no seed in common")
+    return Cell("seconds", f"{result.format('pp')}; {ca.label(METHOD)} vs {cb.label(baseline)}", result)
+
+
+def seconds_saved(a: MethodRuns, b: MethodRuns, baseline: str) -> Cell:
+    """(d) the baseline's all-in seconds minus SALN's, at equal epochs."""
+    if why := _no_rate(a, b, baseline):
+        return Cell("saved", why)
+    pair = matched(a, b, "epochs")
+    if pair is None:
+        return Cell("saved", "no completed runs with equal passes over the data")
+    ca, cb = pair
+    result = paired(cb.all_in(), ca.all_in())
+    if result is None:
+        return Cell("saved", "no seed in common")
+    return Cell("saved", f"{result.format('s')}; budgets {ca.fraction:g} vs {cb.fraction:g}", result)
+
+
+def measure(a: MethodRuns, b: MethodRuns, baseline: str) -> list[Cell]:
+    """Every measurement of SALN against ``baseline``, in MEASUREMENTS' order."""
+    return [at_equal(a, b, baseline, "images"), at_equal(a, b, baseline, "epochs"), at_seconds(a, b, baseline),
+            seconds_saved(a, b, baseline)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,9 +335,7 @@ def pair_rows(groups: dict[str, MethodRuns]) -> list[PairRow]:
             missing = METHOD if METHOD not in groups else baseline
             rows.append(PairRow(baseline, [Cell(k, f"`{missing}` has no finished run") for k, _ in MEASUREMENTS]))
             continue
-        a, b = groups[METHOD], groups[baseline]
-        rows.append(PairRow(baseline, [at_epochs(a, b, baseline, "epochs"), at_images(a, b, baseline),
-                                       at_seconds(a, b, baseline), at_epochs(a, b, baseline, "saved")]))
+        rows.append(PairRow(baseline, measure(groups[METHOD], groups[baseline], baseline)))
     return _judge(rows)
 
 

@@ -9,7 +9,8 @@ from saln.report.claims import RULE, SPEED_NOTE
 from saln.report.compare import DATASET_NOT_RUN, NOT_RUN, PairRow, pairs_markdown
 from saln.report.headline import Headline, headlines_markdown
 from saln.report.paper import NOT_IN_PAPER, Paper
-from saln.report.regime import Regime, arch_name, feature_extractor, learner, regime_line, weights_name
+from saln.report.regime import (Regime, arch_name, budget_line, feature_extractor, learner, regime_line,
+                                weights_name)
 from saln.report.tables import Table, table_markdown
 
 
@@ -65,7 +66,8 @@ def _header(parts: Parts, paper: Paper, command: str) -> list[str]:
         f"- Datasets trained: {', '.join(r.datasets)}",
         f"- Methods: {', '.join(r.methods)}",
         f"- Seeds: {', '.join(map(str, r.seeds))} ({parts.runs_found} of {expected} runs finished)",
-        f"- Learner: {learner(r)}; SALN features: {feature_extractor(r)}; {r.epochs} epochs, learning rates {', '.join(f'{lr:g}' for lr in r.lrs)} (each method at its best on validation)",
+        f"- Learner: {learner(r)}; SALN features: {feature_extractor(r)}; learning rates {', '.join(f'{lr:g}' for lr in r.lrs)} (each method at its best on validation, per budget)",
+        f"- Training: {budget_line(r)}",
         f"- filter_ratio: {r.filter_ratio:g} (a selector keeps {1 - r.filter_ratio:.0%} of each batch; "
         f"back-propagation bound 1/(1 - filter_ratio) = {1 / (1 - r.filter_ratio):.2f}×)",
         f"- Paper: {paper.source}",
@@ -84,7 +86,7 @@ def _paper_setting(setting: dict) -> str:
 
 
 def _claims(parts: Parts, paper: Paper, sections: list[DatasetSection]) -> list[str]:
-    lines = ["## Claims: verdicts measured at equal epochs, images and all-in seconds", "", RULE, "", SPEED_NOTE,
+    lines = ["## Claims: verdicts on completed runs at equal images, epochs and all-in seconds", "", RULE, "", SPEED_NOTE,
              ""]
     for section in (s for s in sections if s.ran):
         lines += [f"### `{section.dataset}`", "", regime_line(parts.regime, section.dataset), ""]

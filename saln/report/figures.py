@@ -5,6 +5,7 @@ classifier-layer weights, active learning, pruning. Every figure draws a method 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -103,31 +104,57 @@ def plot_curves(curves: dict[str, Curve], dataset: str, method: str, style: dict
 
 
 ACC_NAMES = {"test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)"}
+BUDGET_AXES = [("passes", "passes over the training split (epochs)"),
+               ("images", "images back-propagated"),
+               ("seconds", "all-in seconds (training + amortised one-off work)")]
 
 
-def plot_time_to_accuracy(curves: dict[str, dict[str, Curve]], dataset: str, styles: dict, metric: str,
-                          path) -> Path:
-    """Accuracy (``metric``) against the three budgets of the verdicts: epochs, images back-propagated and
-    training seconds; one point per epoch, mean ± std over seeds."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, x_name, xlabel in [(axes[0], "epoch", "epochs"),
-                               (axes[1], "images_backprop", "cumulative images back-propagated"),
-                               (axes[2], "train_seconds", "cumulative training seconds")]:
-        for method, c in curves.items():
-            if metric not in c or (x_name != "epoch" and x_name not in c):
-                continue
-            y = c[metric]
-            cost = y if x_name == "epoch" else c[x_name]
-            _, ix, iy = np.intersect1d(cost.epochs, y.epochs, return_indices=True)  # epochs logging both
-            x = cost.epochs[ix] if x_name == "epoch" else cost.mean[ix]
-            ax.errorbar(x, 100 * y.mean[iy], yerr=100 * y.std[iy], markersize=4, capsize=2,
-                        **_style(styles, method), label=f"{method} (n={y.n})")
-        ax.set(xlabel=xlabel, ylabel=ACC_NAMES.get(metric, metric))
-        if x_name == "epoch":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+@dataclass(frozen=True)
+class BudgetPoint:
+    """Mean test accuracy (± std over seeds) at one measured budget: its passes, images and all-in seconds."""
+
+    passes: float
+    images: float
+    seconds: float
+    acc: float
+    std: float
+    n: int
+    label: str = ""  # a completed run's budget fraction, written beside its point
+
+
+def plot_time_to_accuracy(ends: dict[str, list[BudgetPoint]], anytime: dict[str, list[BudgetPoint]],
+                          dataset: str, styles: dict, path) -> Path:
+    """Test accuracy against passes, images back-propagated and all-in seconds: filled markers are the
+    completed runs, one per budget fraction (what the verdicts read); hollow markers are the evaluations
+    inside each method's full-budget run (the anytime view, its rate schedule not yet finished). Points
+    only: no line joins two budgets."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (x_name, xlabel) in zip(axes, BUDGET_AXES):
+        for method, points in anytime.items():
+            style = _style(styles, method)
+            ax.plot([getattr(p, x_name) for p in points], [p.acc for p in points], linestyle="none",
+                    marker=style["marker"], markersize=4, markerfacecolor="none", color=style["color"], alpha=0.6)
+        for method, points in ends.items():
+            style = _style(styles, method)
+            ax.errorbar([getattr(p, x_name) for p in points], [p.acc for p in points], yerr=[p.std for p in points],
+                        linestyle="none", markersize=7, capsize=2, **style,
+                        label=f"{method} (n={max((p.n for p in points), default=0)})")
+            for p in points:
+                ax.annotate(p.label, (getattr(p, x_name), p.acc), textcoords="offset points", xytext=(4, -9),
+                            fontsize=6, color=style["color"])
+        ax.set(xlabel=xlabel, ylabel=ACC_NAMES["test_acc"])
+        if x_name != "passes" and any(ends.values()):
+            spread = [getattr(p, x_name) for points in ends.values() for p in points if getattr(p, x_name) > 0]
+            if spread and max(spread) / min(spread) > 20:
+                ax.set_xscale("log")
         ax.grid(alpha=0.3)
-    _legend_outside(fig, *axes[0].get_legend_handles_labels(), fontsize=9)
-    fig.suptitle(f"{dataset}: {ACC_NAMES.get(metric, metric)} at equal epochs, images and seconds")
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [plt.Line2D([], [], linestyle="none", marker="o", color="0.3", markersize=7),
+                plt.Line2D([], [], linestyle="none", marker="o", color="0.3", markerfacecolor="none", markersize=4)]
+    labels += ["completed run (label: budget fraction)", "inside the full-budget run (anytime)"]
+    _legend_outside(fig, handles, labels, fontsize=9)
+    fig.suptitle(f"{dataset}: test accuracy of completed runs at each budget, each method at its best rate there "
+                 "(mean ± std over seeds)")
     return save(fig, path)
 
 

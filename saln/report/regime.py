@@ -2,8 +2,9 @@
 
 The report stage reads exactly these keys of params.yaml (``regime_from_params``): data.names,
 data.sources.<name>.image_size (for each name in data.names), train.methods, train.seeds,
-train.epochs, train.lrs, train.filter_ratio, train.log_batches, model.arch, model.weights,
-features.backbone, features.weights and prune.keep_fraction (optional).
+train.epochs, train.lrs, train.budget, train.schedule, train.warmup, train.budget_fractions,
+train.filter_ratio, train.log_batches, model.arch, model.weights, features.backbone, features.weights
+and prune.keep_fraction (optional).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from saln.config import batch_numbers, dataset_names, listed_methods, number, require, seeds
-from saln.rates import learning_rates
 from saln.errors import SalnError
+from saln.rates import learning_rates
+from saln.schedule import budget_fractions, schedule_settings
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "efficientnet_lite0": "EfficientNet-Lite0",
               "efficientnet_lite1": "EfficientNet-Lite1", "efficientnet_lite2": "EfficientNet-Lite2"}
@@ -33,6 +35,10 @@ class Regime:
     weights: str              # learner: none | imagenet | a file
     backbone: str             # SALN's feature extractor
     feature_weights: str
+    budget: str = "epochs"    # train.budget: epochs | images
+    schedule: str = "constant"
+    warmup: float = 0.0
+    fractions: list[float] = field(default_factory=lambda: [1.0])  # train.budget_fractions
     image_sizes: dict[str, int] = field(default_factory=dict)   # dataset -> stored image size (px)
     keep_fraction: float | None = None                          # prune.keep_fraction
 
@@ -48,6 +54,7 @@ def regime_from_params(params: dict) -> Regime:
             raise SalnError(f"data.names lists {name!r}, which is not in data.sources")
         sizes[name] = number(sources[name], "image_size", f"data.sources.{name}", lo=1, integer=True)
     prune = params.get("prune") or {}
+    budget, schedule, warmup = schedule_settings(train)
     return Regime(
         datasets=datasets, methods=listed_methods(params), seeds=seeds(params), epochs=number(train, "epochs", "train", lo=1, integer=True),
         lrs=learning_rates(params),
@@ -56,6 +63,7 @@ def regime_from_params(params: dict) -> Regime:
         arch=str(require(model, "arch", "model")), weights=str(require(model, "weights", "model")),
         backbone=str(require(features, "backbone", "features")),
         feature_weights=str(require(features, "weights", "features")),
+        budget=budget, schedule=schedule, warmup=warmup, fractions=sorted(budget_fractions(train)),
         image_sizes=sizes, keep_fraction=prune.get("keep_fraction"),
     )
 
@@ -87,13 +95,23 @@ def _rates(lrs: list[float]) -> str:
     return ", ".join(f"{lr:g}" for lr in lrs)
 
 
+def budget_line(regime: Regime) -> str:
+    """What every method is given and how its rate moves, e.g. 'budget: standard's images in 3 epochs ...'."""
+    given = (f"standard's images in {regime.epochs} epochs for every method" if regime.budget == "images"
+             else f"{regime.epochs} epochs for every method")
+    schedule = regime.schedule + (f" after a {regime.warmup:.0%} warm-up" if regime.warmup else "")
+    decay = "" if regime.schedule == "constant" else ", decaying to 0 at each run's own last step"
+    return (f"budget ({regime.budget}): {given}; schedule {schedule}{decay}; budget fractions "
+            f"{', '.join(f'{f:g}' for f in regime.fractions)} (one completed run each)")
+
+
 def regime_line(regime: Regime, dataset: str) -> str:
     """One sentence stating what the runs on ``dataset`` were."""
     size = regime.image_sizes.get(dataset)
     return (f"Regime: learner {learner(regime)}; SALN features {feature_extractor(regime)}; data "
-            f"{dataset_name(dataset)} (`{dataset}`){f' at {size} px' if size else ''}; {regime.epochs} epochs, "
-            f"lrs {_rates(regime.lrs)} (each method at its best), filter_ratio {regime.filter_ratio:g}; "
-            f"seeds {', '.join(map(str, regime.seeds))}.")
+            f"{dataset_name(dataset)} (`{dataset}`){f' at {size} px' if size else ''}; {budget_line(regime)}; "
+            f"lrs {_rates(regime.lrs)} (each method at its best per budget), filter_ratio "
+            f"{regime.filter_ratio:g}; seeds {', '.join(map(str, regime.seeds))}.")
 
 
 def ours_header(regime: Regime, dataset: str, paper_setting: dict, paper_name: str | None) -> str:

@@ -37,13 +37,14 @@ def collect_runs(datasets, methods, seeds, root: Path = TRAIN_ROOT, lr_root: Pat
     return [run for run in found if run is not None]
 
 
-def collect_rate_runs(dataset: str, methods, seeds, lrs, root: Path = TRAIN_ROOT) -> dict[str, dict]:
-    """method -> rate -> seed -> finished run, over every rate of ``lrs``."""
+def collect_rate_runs(dataset: str, methods, seeds, lrs, root: Path = TRAIN_ROOT,
+                      fraction: float = 1.0) -> dict[str, dict]:
+    """method -> rate -> seed -> finished run, over every rate of ``lrs``, at one budget fraction."""
     out: dict[str, dict] = {}
     for method in methods:
         for lr in lrs:
             for seed in seeds:
-                run = load_run(rate_dir(run_dir(root, dataset, method, seed), lr), dataset, method, seed)
+                run = load_run(rate_dir(run_dir(root, dataset, method, seed), lr, fraction), dataset, method, seed)
                 if run is not None:
                     out.setdefault(method, {}).setdefault(lr, {})[seed] = run
     return out

@@ -11,14 +11,16 @@ import numpy as np
 from saln.costs import OneOff, cost_breakdown, noisy, read_one_offs, sharing_runs
 from saln.layout import UNRECALIBRATED, rate_dir, run_dir
 from saln.rates import rate_diverged, read_outcome
-from saln.report.claims import (DID_NOT_TRAIN, Chance, ClaimRow, MethodRuns, PairRow, RateRuns, claim_rows,
-                                did_not_train_rule, pair_rows)
+from saln.report.claims import (DID_NOT_TRAIN, FULL, Chance, ClaimRow, Completed, MethodRuns, PairRow, RateRuns,
+                                claim_rows, did_not_train_rule, pair_rows)
 from saln.report.history import read_history
+from saln.report.figures import BudgetPoint
 from saln.report.markdown import markdown_table
 from saln.report.runs import best_rates, collect_rate_runs, stat
 from saln.report.stats import paired
 
-TARGETS = (0.5, 0.75, 0.9)  # fractions of standard's final validation accuracy
+TARGETS = (0.5, 0.75, 0.9, 1.0)  # shares of standard's final validation accuracy
+FLAT_SHARE = 0.8  # standard has flattened when its run budgeted for this share ends within 1 pp of its full run
 BASELINE = "standard"
 
 
@@ -50,95 +52,111 @@ class Evidence:
     claims: list[ClaimRow]
 
 
-def evidence(dataset: str, methods: list[str], seeds: list[int], lrs: list[float], roots: Inputs) -> Evidence:
+def evidence(dataset: str, methods: list[str], seeds: list[int], lrs: list[float], roots: Inputs,
+             fractions: list[float] = (FULL,)) -> Evidence:
+    """Every method's runs at every (rate, budget fraction), trained or not, with its one-off costs."""
     chance = chance_of(roots.prepared, dataset)
     one_off = read_one_offs(Path(roots.features) / dataset / "probe.json",
                             Path(roots.reference) / dataset / "metrics.json")
-    sharing = sharing_runs(methods, seeds, lrs)
+    sharing = sharing_runs(methods, seeds, lrs, list(fractions))
     best = best_rates(roots.lr, dataset)
+    by_fraction = {f: collect_rate_runs(dataset, methods, seeds, lrs, roots.train, f) for f in fractions}
     groups = {}
-    for method, rates in collect_rate_runs(dataset, methods, seeds, lrs, roots.train).items():
+    for method in methods:
+        if method not in by_fraction.get(FULL, {}):
+            continue
         offset = cost_breakdown({"train_seconds": 0.0, "selection_seconds": 0.0}, method, one_off,
                                 sharing)["all_in_amortised"]
         run_dirs = [run_dir(roots.train, dataset, method, s) for s in seeds]
+
+        def rate_runs(rates: dict, fraction: float) -> dict[float, RateRuns]:
+            return {lr: RateRuns(runs, {s: read_history(r["dir"]) for s, r in runs.items()},
+                                 not rate_diverged([read_outcome(rate_dir(d, lr, fraction)) for d in run_dirs])
+                                 and all(chance.trained(r) for r in runs.values())) for lr, runs in rates.items()}
         groups[method] = MethodRuns(
-            {lr: RateRuns(runs, {s: read_history(r["dir"]) for s, r in runs.items()},
-                          not rate_diverged([read_outcome(rate_dir(d, lr)) for d in run_dirs])
-                          and all(chance.trained(r) for r in runs.values())) for lr, runs in rates.items()},
-            best.get(method), offset)
+            rate_runs(by_fraction[FULL][method], FULL), best.get(method), offset,
+            {f: rate_runs(by_fraction[f].get(method, {}), f) for f in fractions if f != FULL})
     pairs = pair_rows(groups)
     return Evidence(dataset, groups, chance, one_off, sharing, pairs, claim_rows(pairs))
 
 
+def _budget_name(fraction: float) -> str:
+    return "" if fraction == FULL else f", budget {fraction:g}"
+
+
 def untrained_lines(ev: Evidence) -> list[str]:
-    bad = [f"`{m}` at lr {lr:g}" for m, g in ev.groups.items() for lr, r in sorted(g.rates.items())
-           if not r.trained]
+    bad = [f"`{m}` at lr {lr:g}{_budget_name(f)}" for m, g in ev.groups.items() for f in g.budgets()
+           for lr, r in sorted(g.at(f).items()) if not r.trained]
     text = f"Rule: {did_not_train_rule(ev.chance)}; its runs are labelled and never read by a verdict."
     return [text, "", f"*{DID_NOT_TRAIN}:* " + (", ".join(bad) if bad else "none."), ""]
 
 
-def _first_reach(points, target: float) -> tuple[float, float] | None:
-    for images, seconds, val in points:
-        if val >= target:
-            return images, seconds
-    return None
+def _first_reach(budgets: list[Completed], seed: int, target: float) -> Completed | None:
+    """The smallest budget whose completed run of ``seed`` ends at or above ``target`` validation accuracy."""
+    return next((c for c in budgets if seed in c.rate.runs and c.rate.runs[seed]["val_acc"] >= target), None)
 
 
 def time_to_target(ev: Evidence) -> tuple[str, list[list]]:
-    """Per method at its best rate: images and all-in seconds to first reach each fraction of standard's
-    final validation accuracy (mean over the seeds that reached it, and how many did)."""
+    """Per method: the images and all-in seconds of the smallest budget whose completed run (at the method's
+    best rate for that budget) reaches each share of standard's final validation accuracy, per seed;
+    mean over the seeds that reached it, and how many did."""
     base = ev.groups.get(BASELINE)
-    if base is None or base.rate is None:
+    final_run = base.completed(FULL) if base is not None else None
+    if final_run is None:
         return f"*No time-to-target table: `{BASELINE}` has no trained run at its best rate.*", []
-    final = stat([r["val_acc"] for r in base.rates[base.rate].runs.values()]).mean
+    final = stat(final_run.per_seed("val_acc").values()).mean
     rows, csv_rows = [], []
     for method, g in ev.groups.items():
-        rate = g.rates.get(g.rate)
-        if rate is None:
-            rows.append([method, "—"] + ["no rate trained"] * len(TARGETS))
+        budgets = g.all_completed()
+        if not budgets:
+            rows.append([method] + ["no rate trained"] * len(TARGETS))
             continue
-        cells = [method, f"{g.rate:g}"]
+        seeds = sorted({s for c in budgets for s in c.rate.runs})
+        cells = [method]
         for fraction in TARGETS:
-            reached = []
-            for h in rate.histories.values():
-                images, val = h.series("images_backprop", "val_acc")
-                sec = h.series("images_backprop", "train_seconds")[1]
-                points = list(zip(images, sec + g.one_off, val)) if len(sec) == len(images) else []
-                if (hit := _first_reach(points, fraction * final)) is not None:
-                    reached.append(hit)
-            n = len(rate.histories)
-            if reached:
-                img, sec = (float(np.mean([r[i] for r in reached])) for i in (0, 1))
-                cells.append(f"{img:,.0f} img, {sec:.3g} s ({len(reached)}/{n})")
+            hits = {s: hit for s in seeds if (hit := _first_reach(budgets, s, fraction * final)) is not None}
+            if hits:
+                img = float(np.mean([h.rate.runs[s]["images_backprop"] for s, h in hits.items()]))
+                sec = float(np.mean([h.all_in()[s] for s, h in hits.items()]))
+                shares = "/".join(f"{f:g}" for f in sorted({h.fraction for h in hits.values()}))
+                cells.append(f"{img:,.0f} img, {sec:.3g} s, budget {shares} ({len(hits)}/{len(seeds)})")
             else:
                 img = sec = None
-                cells.append(f"not reached (0/{n})")
-            csv_rows.append([ev.dataset, method, g.rate, fraction, img, sec, len(reached), n])
+                cells.append(f"not reached by any budget (0/{len(seeds)})")
+            csv_rows.append([ev.dataset, method, fraction, img, sec, len(hits), len(seeds)])
         rows.append(cells)
-    header = ["method", "best lr"] + [f"{int(100 * f)}% of {100 * final:.1f}%" for f in TARGETS]
-    intro = (f"Images back-propagated and all-in seconds until validation accuracy first reaches each share "
-             f"of `{BASELINE}`'s final validation accuracy ({100 * final:.1f}%, at its best rate), each "
-             "method at its best rate; mean over the seeds that reached it (reached/seeds).")
+    header = ["method"] + [f"{int(100 * f)}% of {100 * final:.1f}%" for f in TARGETS]
+    intro = (f"Per seed, the smallest budget (`train.budget_fractions`) whose completed run, at the method's "
+             f"best rate for that budget, ends at or above each share of `{BASELINE}`'s final validation "
+             f"accuracy ({100 * final:.1f}%, its full budget at its best rate); its images back-propagated and "
+             "all-in seconds, mean over the seeds that reached it (reached/seeds). Read from completed runs "
+             "only: with few budget fractions this is coarse (the figure's points inside the full run are the "
+             "anytime view).")
     return intro + "\n\n" + markdown_table(header, rows), csv_rows
 
 
 def cost_table(ev: Evidence) -> tuple[str, list[list]]:
-    """Per method at its best rate: steps, scoring, one-off and all-in seconds, noisy timings flagged."""
+    """Per method and budget at its best rate there: steps, scoring, one-off and all-in seconds, noisy
+    timings flagged."""
     rows, csv_rows = [], []
     for method, g in ev.groups.items():
-        lr = g.rate if g.rate is not None else g.best_lr  # costs are read even where nothing trained
-        rate = g.rates.get(lr)
-        if rate is None or not rate.runs:
-            continue
-        parts = [cost_breakdown(r, method, ev.one_off, ev.sharing) for r in rate.runs.values()]
-        means = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
-        flag = "noisy timing" if noisy([p["train_seconds"] for p in parts]) else ""
-        rows.append([method, f"{lr:g}", f"{means['steps_seconds']:.2f}", f"{means['scoring_seconds']:.2f}",
-                     f"{means['one_off_seconds']:.2f}", f"{means['all_in_amortised']:.2f}",
-                     f"{means['all_in_dataset']:.2f}", flag or "—"])
-        csv_rows.append([ev.dataset, method, lr, *(means[k] for k in sorted(means)), flag])
-    header = ["method", "best lr", "steps s", "selection scoring s", "one-off s (per dataset)",
-              "all-in s (amortised)", "all-in s (one-off paid alone)", "timing"]
+        for fraction in g.budgets():
+            lr = g.rate_at(fraction)
+            if lr is None and fraction == FULL:
+                lr = g.best_lr  # costs are read even where nothing trained
+            rate = g.at(fraction).get(lr)
+            if rate is None or not rate.runs:
+                continue
+            parts = [cost_breakdown(r, method, ev.one_off, ev.sharing) for r in rate.runs.values()]
+            means = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+            images = float(np.mean([r["images_backprop"] for r in rate.runs.values()]))
+            flag = "noisy timing" if noisy([p["train_seconds"] for p in parts]) else ""
+            rows.append([method, f"{fraction:g}", f"{lr:g}", f"{images:,.0f}", f"{means['steps_seconds']:.2f}",
+                         f"{means['scoring_seconds']:.2f}", f"{means['one_off_seconds']:.2f}",
+                         f"{means['all_in_amortised']:.2f}", f"{means['all_in_dataset']:.2f}", flag or "—"])
+            csv_rows.append([ev.dataset, method, fraction, lr, images, *(means[k] for k in sorted(means)), flag])
+    header = ["method", "budget", "best lr", "images back-propagated", "steps s", "selection scoring s",
+              "one-off s (per dataset)", "all-in s (amortised)", "all-in s (one-off paid alone)", "timing"]
     return markdown_table(header, rows), csv_rows
 
 
@@ -176,9 +194,9 @@ def batchnorm_table(ev: Evidence) -> tuple[str, list[list]] | None:
 
 BATCHNORM_FIELDS = ["dataset", "method", "lr", "split", "acc_training_stats", "acc_reestimated",
                     "difference", "low", "high", "seeds"]
-COST_FIELDS = ["dataset", "method", "lr", "all_in_amortised", "all_in_dataset", "one_off_seconds",
+COST_FIELDS = ["dataset", "method", "budget", "lr", "images_backprop", "all_in_amortised", "all_in_dataset", "one_off_seconds",
                "scoring_seconds", "steps_seconds", "train_seconds", "flag"]
-TARGET_FIELDS = ["dataset", "method", "lr", "fraction", "images", "all_in_seconds", "seeds_reached", "seeds"]
+TARGET_FIELDS = ["dataset", "method", "target_share", "images", "all_in_seconds", "seeds_reached", "seeds"]
 
 
 def write_rows(path: Path, header: list[str], rows: list[list]) -> None:
@@ -190,20 +208,78 @@ def write_rows(path: Path, header: list[str], rows: list[list]) -> None:
         writer.writerows([["" if v is None else v for v in row] for row in rows])
 
 
+def budget_points(ev: Evidence) -> tuple[dict[str, list[BudgetPoint]], dict[str, list[BudgetPoint]]]:
+    """What the budget figure draws, per method: each completed budget at its best rate (the verdicts'
+    points) and the evaluations inside the full-budget run at that rate (the anytime view: the image
+    counts every seed logged)."""
+    ends, anytime = {}, {}
+    for method, g in ev.groups.items():
+        completed = g.all_completed()
+        ends[method] = [BudgetPoint(c.passes, c.images, c.seconds, *_acc(c.per_seed("test_acc", 100).values()),
+                                    label=f"{c.fraction:g}") for c in completed]
+        full = g.completed(FULL)
+        if full is not None:
+            anytime[method] = _inside(list(full.rate.histories.values()), g.one_off)
+    return ends, anytime
+
+
+def _acc(values) -> tuple[float, float, int]:
+    s = stat(values)
+    return s.mean, s.std, s.n
+
+
+def _inside(histories: list, one_off: float) -> list[BudgetPoint]:
+    """Mean over seeds at each image count every seed logged (epoch 0 included)."""
+    per_seed = []
+    for h in histories:
+        images, test = h.series("images_backprop", "test_acc")
+        seconds, epochs = (h.series("images_backprop", name)[1] for name in ("train_seconds", "epoch"))
+        if not (len(images) == len(test) == len(seconds)):
+            return []
+        epochs = epochs if len(epochs) == len(images) else np.full(len(images), np.nan)
+        per_seed.append({float(i): (float(e), float(t), 100 * float(a))
+                         for i, e, t, a in zip(images, epochs, seconds, test)})
+    shared = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
+    points = []
+    for images in shared:
+        rows = [d[images] for d in per_seed]
+        points.append(BudgetPoint(float(np.mean([r[0] for r in rows])), images,
+                                  float(np.mean([r[1] for r in rows])) + one_off, *_acc(r[2] for r in rows)))
+    return points
+
+
+def flattening_line(ev: Evidence, share: float = FLAT_SHARE) -> str:
+    """Standard's gain over the last (1 - share) of its budget, from its completed runs at ``share`` and 1."""
+    base = ev.groups.get(BASELINE)
+    full, part = (base.completed(FULL), base.completed(share)) if base is not None else (None, None)
+    what = f"`{BASELINE}`'s gain over the last {1 - share:.0%} of its budget"
+    if full is None or part is None:
+        return (f"*{what}: not measured (it needs completed `{BASELINE}` runs at budget {share:g} and 1: add "
+                f"{share:g} to train.budget_fractions).*")
+    gain = paired(full.per_seed("val_acc", 100), part.per_seed("val_acc", 100))
+    verdict = ("flattened: under 1 pp" if abs(gain.mean) < 1 else
+               "not flattened: a longer budget could move the verdicts")
+    return (f"{what} (validation accuracy, its completed full-budget run minus its completed budget-{share:g} "
+            f"run, each at its best rate, lr {full.lr:g} and {part.lr:g}): {gain.format('pp')}; **{verdict}**.")
+
+
 def rates_summary(ev: Evidence) -> list[str]:
-    """Which rates each method trained at, the best on validation, and grid-edge flags."""
+    """Per method and budget: final validation accuracy at each rate, the best that trained, and a flag
+    when it lies at an edge of the grid."""
     rows = []
     for method, g in ev.groups.items():
-        cells = []
-        for lr, r in sorted(g.rates.items()):
-            mean = stat([x["val_acc"] for x in r.runs.values()])
-            cells.append(f"{lr:g}: {100 * mean.mean:.1f}%" + ("" if r.trained else f" ({DID_NOT_TRAIN})"))
-        lrs = sorted(g.rates)
-        edge = g.rate is not None and len(lrs) > 1 and g.rate in (lrs[0], lrs[-1])
-        rows.append([method, "; ".join(cells), "—" if g.best_lr is None else f"{g.best_lr:g}",
-                     "none trained" if g.rate is None else f"{g.rate:g}",
-                     "widen the grid" if edge else "—"])
-    header = ["method", "final val acc by rate (mean over seeds)", "best rate (stage best_lr)",
+        for fraction in g.budgets():
+            rates = g.at(fraction)
+            cells = []
+            for lr, r in sorted(rates.items()):
+                mean = stat([x["val_acc"] for x in r.runs.values()])
+                cells.append(f"{lr:g}: {100 * mean.mean:.1f}%" + ("" if r.trained else f" ({DID_NOT_TRAIN})"))
+            lrs, best = sorted(rates), g.rate_at(fraction)
+            edge = best is not None and len(lrs) > 1 and best in (lrs[0], lrs[-1])
+            picked = ("—" if g.best_lr is None else f"{g.best_lr:g}") if fraction == FULL else ""
+            rows.append([method, f"{fraction:g}", "; ".join(cells) or "no run", picked,
+                         "none trained" if best is None else f"{best:g}", "widen the grid" if edge else "—"])
+    header = ["method", "budget", "final val acc by rate (mean over seeds)", "best rate (stage best_lr)",
               "best rate that trained (verdicts)", "grid"]
     return [markdown_table(header, rows), ""]
 
@@ -218,7 +294,7 @@ def verdict_lines(ev: Evidence, pairs_md: str, claims_md: str, table_dir: Path) 
     lines = [] if batchnorm is None else [
         "*Every evaluation below read BatchNorm statistics re-estimated on fixed training images "
         "(`train.bn_recalibrate`); the table \"BatchNorm statistics\" sets training's own beside them.*", ""]
-    lines += ["#### Rates", ""] + rates_summary(ev) + untrained_lines(ev)
+    lines += ["#### Rates", ""] + rates_summary(ev) + untrained_lines(ev) + [flattening_line(ev), ""]
     lines += ["#### Claims", "", claims_md, "", "#### Measurements", "", pairs_md, ""]
     lines += ["#### Time to target", "", target_md, ""]
     if batchnorm is not None:
