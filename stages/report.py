@@ -1,5 +1,5 @@
-"""Stage report: <out>/report.md (paper vs ours: Tables 1-16, verdicts at equal epochs, images and
-seconds, time to target, all-in cost, best learning rates, figures; beyond the paper: prune, active),
+"""Stage report: <out>/report.md (paper vs ours: Tables 1-16, verdicts on completed runs at equal images,
+epochs and seconds, time to target, all-in cost, best learning rates, figures; beyond the paper: prune, active),
 <out>/metrics.md, <out>/tables/*.csv and <out>/figures/*.png. dvc.yaml passes every root."""
 
 import _common  # noqa: F401

@@ -20,7 +20,7 @@ from saln.report.document import DatasetSection, Figure, Parts, render_report
 from saln.report.headline import headline_claims
 from saln.report.history import mean_curves
 from saln.report.paper import Paper, load_paper, report_datasets
-from saln.report.regime import Regime, learner, ours_header
+from saln.report.regime import Regime, full_budget, learner, ours_header
 from saln.layout import (ACTIVE_RESULTS, DIAGNOSTICS_ROOT, FEATURES_RESULTS, HEAD_FILE, LR_ROOT, MODELS_ROOT,
                          PREPARED_ROOT, PRUNE_RESULTS, REFERENCE_RESULTS, REPORT_ROOT, SELECTIONS_FILE,
                          TRAIN_ROOT, rate_dir, run_dir)
@@ -75,7 +75,7 @@ def build_report(regime: Regime, roots: Roots = Roots(), paper: Paper | None = N
                             Dirs(table_dir, figure_dir, out), roots.prune, roots.active, learner(regime), styles)
     diagnostics = diagnostics_section(runs, regime.datasets, regime.methods, Dirs(table_dir, figure_dir, out),
                                       roots.diagnostics, styles)
-    parts = Parts(regime, len(runs), headline_claims(runs, paper, regime.datasets, regime.filter_ratio),
+    parts = Parts(regime, len(runs), headline_claims(runs, paper, regime.datasets, regime.filter_ratio, full_budget(regime)),
                   beyond.lines + diagnostics.lines, csv_files + beyond.csv_files
                   + diagnostics.csv_files, probe_lines(regime.datasets, roots.features))
     (out / "report.md").write_text(render_report(parts, paper, sections, out, command))

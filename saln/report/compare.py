@@ -1,4 +1,5 @@
-"""The paper's pairings (SALN vs standard, SALN vs JEST), paper vs ours, at equal epochs.
+"""The paper's pairings (SALN vs standard, SALN vs JEST), paper vs ours, on the full-budget runs (equal
+epochs under ``train.budget: epochs``, equal images under ``images``).
 
 Our gain is the mean per-seed paired difference with its 95% interval (``saln.report.stats``, the
 one verdict rule of the report); the spread column is the standard error of the difference of the
@@ -27,7 +28,7 @@ def diff_se(a: Stat, b: Stat) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
-    """``method`` against ``baseline`` on one dataset at equal epochs (the runs' final metrics)."""
+    """``method`` against ``baseline`` on one dataset at the full budget (the runs' final metrics)."""
 
     dataset: str
     method: str

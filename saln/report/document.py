@@ -9,8 +9,8 @@ from saln.report.claims import RULE, SPEED_NOTE
 from saln.report.compare import DATASET_NOT_RUN, NOT_RUN, PairRow, pairs_markdown
 from saln.report.headline import Headline, headlines_markdown
 from saln.report.paper import NOT_IN_PAPER, Paper
-from saln.report.regime import (Regime, arch_name, budget_line, feature_extractor, learner, regime_line,
-                                weights_name)
+from saln.report.regime import (Regime, arch_name, budget_line, feature_extractor, full_budget, learner,
+                                regime_line, weights_name)
 from saln.report.tables import Table, table_markdown
 
 
@@ -49,7 +49,7 @@ def render_report(parts: Parts, paper: Paper, sections: list[DatasetSection], ou
     lines = (_header(parts, paper, command) + parts.evidence_lines + _claims(parts, paper, sections)
              + _legend(paper))
     for section in sections:
-        lines += _dataset_section(section, paper, out_dir)
+        lines += _dataset_section(section, paper, out_dir, full_budget(parts.regime))
     lines += parts.beyond_lines
     lines += ["## Tables as CSV", "", "One file per table under `tables/` (numbers unrounded):", ""]
     lines += [f"- [`{name}`](tables/{name})" for name in parts.csv_files]
@@ -95,7 +95,7 @@ def _claims(parts: Parts, paper: Paper, sections: list[DatasetSection]) -> list[
                       f"{' and '.join(paper.datasets.values())}, train with data.names: [pets, cifar10] "
                       "(presets/paper.yaml).", ""]
         lines += section.verdicts
-    lines += ["### The abstract's 'up to' claims", "", "At equal epochs, each method at its best rate; the largest "
+    lines += ["### The abstract's 'up to' claims", "", f"On the full-budget runs ({full_budget(parts.regime)}), each method at its best rate; the largest "
               "value over the datasets run.", "", headlines_markdown(parts.headlines), ""]
     return lines
 
@@ -122,7 +122,7 @@ def _title(section: DatasetSection, paper: Paper) -> str:
     return f"## Dataset `{section.dataset}` ({paper_part}{'' if section.ran else '; not run'})"
 
 
-def _dataset_section(section: DatasetSection, paper: Paper, out_dir: Path) -> list[str]:
+def _dataset_section(section: DatasetSection, paper: Paper, out_dir: Path, basis: str) -> list[str]:
     lines = [_title(section, paper), ""]
     if not paper.dataset_id(section.dataset):
         lines += [f"The paper used only {' and '.join(paper.datasets.values())}, so `{section.dataset}` has no "
@@ -130,8 +130,8 @@ def _dataset_section(section: DatasetSection, paper: Paper, out_dir: Path) -> li
     for table in section.tables:
         lines += [f"### {table.title}", "", table_markdown(table), ""]
     lines += ["### The paper's pairings", "",
-              "Test-accuracy gain and training-time speedup of a method over its baseline at equal epochs "
-              "(speedup = baseline ÷ method; bound = batch size ÷ images kept).", "",
+              f"Test-accuracy gain and training-time speedup of a method over its baseline on the full-budget "
+              f"runs ({basis}; speedup = baseline ÷ method; bound = batch size ÷ images kept).", "",
               pairs_markdown(section.pairs, section.ours, paper.dataset_id(section.dataset) is not None), ""]
     for kind in dict.fromkeys(f.kind for f in section.figures):
         lines += [f"### {kind}", ""]

@@ -35,7 +35,7 @@ def _paper_best(paper: Paper, metric: str, kind: str) -> str:
     return f"{best[0]:.2f}{unit} ({best[1]}, Table {', '.join(map(str, best[2]))})"
 
 
-def _speedup(target: float, comps: list[Comparison], filter_ratio: float, paper: Paper) -> Headline:
+def _speedup(target: float, comps: list[Comparison], filter_ratio: float, paper: Paper, basis: str) -> Headline:
     text = f"Up to {target:g}× reduction in training time over standard training."
     shows = _paper_best(paper, "train_minutes", "training_time")
     if not comps:
@@ -44,7 +44,7 @@ def _speedup(target: float, comps: list[Comparison], filter_ratio: float, paper:
     best = max(comps, key=lambda c: c.time_speedup)
     bound = 1 / (1 - filter_ratio)
     measured = (f"largest speedup {best.time_speedup:.2f}× by seconds, {best.image_speedup:.2f}× by images "
-                f"back-propagated ({best.dataset}, equal epochs)")
+                f"back-propagated ({best.dataset}, {basis})")
     note = f"Back-prop bound 1/(1 − filter_ratio) = {bound:.2f}× (B/keep = {best.bound:.2f}×)."
     if best.bound < target:
         note += (f" At filter_ratio {filter_ratio:g} back-propagating fewer images alone cannot give "
@@ -52,7 +52,7 @@ def _speedup(target: float, comps: list[Comparison], filter_ratio: float, paper:
     return Headline(text, shows, measured, SUPPORTED if best.time_speedup >= target else NOT_SUPPORTED, note)
 
 
-def _gain(target: float, comps: list[Comparison], paper: Paper) -> Headline:
+def _gain(target: float, comps: list[Comparison], paper: Paper, basis: str) -> Headline:
     text = f"Up to {target:g}% higher accuracy than standard training (read as percentage points)."
     shows = _paper_best(paper, "test_acc", "test_accuracy")
     if not comps:
@@ -63,20 +63,22 @@ def _gain(target: float, comps: list[Comparison], paper: Paper) -> Headline:
     if gain is None or gain.n < 2:
         return Headline(text, shows, f"largest gain {best.acc_gain:+.2f} pp ({best.dataset}), no interval",
                         NOT_TESTED, "Needs at least two seeds shared by saln and standard.")
-    measured = f"largest gain {gain.format('pp')} test accuracy ({best.dataset}, equal epochs, paired)"
+    measured = f"largest gain {gain.format('pp')} test accuracy ({best.dataset}, {basis}, paired)"
     verdict = (SUPPORTED if gain.low >= target else NOT_SUPPORTED if gain.high < target
                else f"not shown: the interval contains {target:g} pp")
     return Headline(text, shows, measured, verdict, "The 95% interval of the per-seed paired gain is compared "
                                                     "with the target.")
 
 
-def headline_claims(runs: list[dict], paper: Paper, datasets: list[str], filter_ratio: float) -> list[Headline]:
+def headline_claims(runs: list[dict], paper: Paper, datasets: list[str], filter_ratio: float,
+                    basis: str = "equal epochs") -> list[Headline]:
+    """``basis``: what the full-budget runs hold equal (``regime.full_budget``)."""
     comps = [c for d in datasets if (c := compare(runs, d, "saln", "standard"))]
     out = []
     if (target := paper.claims.get("max_speedup_vs_standard")) is not None:
-        out.append(_speedup(float(target), comps, filter_ratio, paper))
+        out.append(_speedup(float(target), comps, filter_ratio, paper, basis))
     if (target := paper.claims.get("max_acc_gain_vs_standard")) is not None:
-        out.append(_gain(float(target), comps, paper))
+        out.append(_gain(float(target), comps, paper, basis))
     return out
 
 

@@ -105,6 +105,11 @@ def budget_line(regime: Regime) -> str:
             f"{', '.join(f'{f:g}' for f in regime.fractions)} (one completed run each)")
 
 
+def full_budget(regime: Regime) -> str:
+    """What the full-budget runs (each method's lr<rate>/ runs) hold equal across methods."""
+    return "equal images back-propagated" if regime.budget == "images" else "equal epochs"
+
+
 def regime_line(regime: Regime, dataset: str) -> str:
     """One sentence stating what the runs on ``dataset`` were."""
     size = regime.image_sizes.get(dataset)
