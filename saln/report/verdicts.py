@@ -232,13 +232,13 @@ def _inside(histories: list, one_off: float) -> list[BudgetPoint]:
     """Mean over seeds at each image count every seed logged (epoch 0 included)."""
     per_seed = []
     for h in histories:
-        images, test = h.series("images_backprop", "test_acc")
-        seconds, epochs = (h.series("images_backprop", name)[1] for name in ("train_seconds", "epoch"))
-        if not (len(images) == len(test) == len(seconds)):
+        columns = [h.values.get(name) for name in ("images_backprop", "train_seconds", "test_acc")]
+        if any(c is None for c in columns):
             return []
-        epochs = epochs if len(epochs) == len(images) else np.full(len(images), np.nan)
+        images, seconds, test = columns
+        ok = np.isfinite(images) & np.isfinite(seconds) & np.isfinite(test) & np.isfinite(h.epoch)
         per_seed.append({float(i): (float(e), float(t), 100 * float(a))
-                         for i, e, t, a in zip(images, epochs, seconds, test)})
+                         for i, e, t, a in zip(images[ok], h.epoch[ok], seconds[ok], test[ok])})
     shared = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
     points = []
     for images in shared:
