@@ -19,7 +19,10 @@ TINY = {
     "features": {"batch_size": 256},
     "train": {"methods": {"baselines": ["standard", "random"], "spectral": ["saln"], "jest": ["jest"],
                           "uncertainty": ["infodensity"], "prune": ["prune_easy"]},
-              "seeds": [0], "epochs": 1, "batch_size": 32, "filter_ratio": 0.8, "lrs": [TINY_LR]},
+              "seeds": [0], "epochs": 1, "batch_size": 32, "filter_ratio": 0.8, "lrs": [TINY_LR],
+              # the DVC mechanics, not the protocol: a selector's image budget would take 5x the steps
+              # (tests/test_train.py walks an image budget's fractions through the stage)
+              "budget": "epochs", "budget_fractions": [1.0]},
 }
 # Every training process of TINY: one per (dataset, method, seed), covering all of train.lrs.
 TRAIN_RUNS = {"train_baselines@digits-standard-0", "train_baselines@digits-random-0",

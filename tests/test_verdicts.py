@@ -230,7 +230,7 @@ def test_equal_images_and_equal_epochs_pair_completed_runs_within_one_step(tmp_p
     # Without the keep / B share there is no pair of completed runs with equal images: no cell.
     standard.fractions, saln.fractions = {}, {}
     cell = at_equal(saln, standard, "standard", "images")
-    assert cell.result is None and "no completed runs with equal images back-propagated" in cell.text
+    assert cell.result is None and "no pair of completed runs that trained has equal images" in cell.text
 
 
 # --- (4) Equal all-in seconds reads two completed runs within 10 % --------------------------------

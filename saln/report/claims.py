@@ -258,8 +258,8 @@ def at_equal(a: MethodRuns, b: MethodRuns, baseline: str, key: str) -> Cell:
         return Cell(key, why)
     pair = matched(a, b, key)
     if pair is None:
-        return Cell(key, f"no completed runs with equal {NOUNS[key]} (within one step): add the share keep / B "
-                         "to train.budget_fractions")
+        return Cell(key, f"no pair of completed runs that trained has equal {NOUNS[key]} (within one step; "
+                         "the share keep / B of train.budget_fractions gives one, when its runs train)")
     ca, cb = pair
     result = paired(ca.per_seed("test_acc", 100), cb.per_seed("test_acc", 100))
     if result is None:
@@ -291,7 +291,7 @@ def seconds_saved(a: MethodRuns, b: MethodRuns, baseline: str) -> Cell:
         return Cell("saved", why)
     pair = matched(a, b, "epochs")
     if pair is None:
-        return Cell("saved", "no completed runs with equal passes over the data")
+        return Cell("saved", "no pair of completed runs that trained has equal passes over the data")
     ca, cb = pair
     result = paired(cb.all_in(), ca.all_in())
     if result is None:
