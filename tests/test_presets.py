@@ -57,9 +57,14 @@ def test_paper_preset_keeps_the_papers_one_rate():
     assert preset["train.lrs"] == [0.001] and preset["reference.lr"] == 0.001
 
 
-def test_cifar10_subset_grid_brackets_every_best_rate_seen():
-    """Best rates seen there: 0.003 (every selector) and 0.01 (standard): each now has a rate on both sides."""
+def test_cifar10_subset_preset_is_the_budgeted_protocol_and_brackets_every_best_rate_seen():
+    """Best rates seen there at a constant rate: 0.003 (every selector) and 0.01 (standard): each has a rate on
+    both sides. Every method gets standard's images at a decaying rate; the fractions give equal epochs (keep /
+    B), standard's flattening (0.8) and the full budget; at least 3 seeds."""
     preset = flatten(load_preset("cifar10_subset.yaml"))
     lrs = preset["train.lrs"]
     assert lrs == sorted(lrs) and all(min(lrs) < best < max(lrs) for best in (0.003, 0.01))
-    assert preset["train.seeds"] == [0, 1, 2, 3, 4] and preset["reference.lr"] == 0.01
+    assert len(preset["train.seeds"]) >= 3 and preset["reference.lr"] == 0.01
+    assert (preset["train.budget"], preset["train.schedule"]) == ("images", "linear")
+    assert preset["train.budget_fractions"] == [0.1875, 0.8, 1.0]
+    assert "rholoss" in preset["train.methods.jest"]
