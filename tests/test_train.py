@@ -28,7 +28,8 @@ LR = 0.03  # the one rate of these small runs
 
 def tiny_config(params, **overrides):
     params["train"].update({"epochs": 1, "batch_size": 40, "filter_ratio": 0.8, "log_batches": [0, 2],
-                            "device": "cpu", "lrs": [LR], **overrides})
+                            "device": "cpu", "lrs": [LR], "budget": "epochs", "schedule": "constant",
+                            "warmup": 0.0, **overrides})  # the plain loop; tests/test_schedule.py varies these
     params["model"].update(arch="resnet18", weights="none")  # small and fast; the loop is arch-generic
     return train_config(params)
 
@@ -248,7 +249,8 @@ def test_stage_trains_every_rate_and_records_a_diverged_one(tmp_path, monkeypatc
     """Run as dvc.yaml runs it: lr<rate>/ folders in --out (metrics, curves) and --models (head,
     selections); a rate whose loss blows up leaves diverged.json and the next rate still trains."""
     params = json.loads(json.dumps(repo_params))
-    params["train"].update(epochs=1, batch_size=40, lrs=[1000.0, LR], device="cpu", save_model=False)
+    params["train"].update(epochs=1, batch_size=40, lrs=[1000.0, LR], device="cpu", save_model=False,
+                           budget_fractions=[1.0])
     in_stage_folder(params, tmp_path, digits16_dir, monkeypatch)
     argv = stage_argv("train_baselines", dataset="digits", method="standard", seed=0)
     monkeypatch.setattr(sys, "argv", argv)
