@@ -16,9 +16,9 @@ from saln.evaluation import budget_grid
 from saln.layout import METRICS_FILE, UNRECALIBRATED, rate_dir, run_dir
 from saln.rates import choose_best, record_divergence
 from saln.report.build import build_report
-from saln.report.claims import (CLAIMS, DID_NOT_TRAIN, NOT_RESOLVED, SECONDS_TOLERANCE, Chance, MethodRuns, RateRuns,
-                                at_equal, at_seconds, claim_rows, claims_markdown, pair_rows, pairs_markdown,
-                                seconds_gap)
+from saln.report.claims import (CLAIMS, DID_NOT_TRAIN, NOT_RESOLVED, SAME_RUNS, SECONDS_TOLERANCE, Chance, MethodRuns,
+                                RateRuns, at_equal, at_seconds, claim_rows, claims_markdown, pair_rows,
+                                pairs_markdown, seconds_gap)
 from saln.report.history import read_history
 from saln.report.paper import load_paper
 from saln.report.runs import load_run
@@ -142,8 +142,10 @@ def test_holm_on_the_textbook_example():
 
 def test_secondary_cells_are_holm_corrected_and_primaries_are_not(tmp_path):
     """SALN is 2, 2.5 and 3 pp above every baseline at every budget (seeds 0-2): each measurement alone has
-    p ≈ 0.013, below 5%, so the five primaries win; the seven secondaries share Holm's correction
-    (0.013 > 0.05 / 7) and stay ties although each interval excludes 0."""
+    p ≈ 0.013, below 5%, so the five primaries win. A secondary cell reading the same completed runs as an
+    earlier cell is that cell's test (against random and JEST, equal epochs are the equal-images runs), so
+    four secondaries remain: standard at equal epochs and the three seconds-saved cells (p = 1). They share
+    Holm's correction (0.013 > 0.05 / 4) and stay ties although the first interval excludes 0."""
     gains = {0: 0.02, 1: 0.025, 2: 0.03}
     base = flat(0.5)   # the same at every budget: only the gains differ
     groups = {}
@@ -151,12 +153,17 @@ def test_secondary_cells_are_holm_corrected_and_primaries_are_not(tmp_path):
         groups[method] = budgeted(tmp_path, method, base, lambda s, g=None, m=method: (
             (lambda i: base(i) + gains[s]) if m == "saln" else base), seeds=tuple(gains))
     p = paired({s: g for s, g in gains.items()}, {s: 0.0 for s in gains}).p
-    assert 0.05 / 7 < p < 0.05   # significant alone, not after Holm over seven
+    assert 0.05 / 4 < p < 0.05   # significant alone, not after Holm over four
     rows = pair_rows(groups)
     primaries = {(c.baseline, c.primary) for c in CLAIMS}
     assert len(primaries) == 5
+    same = {(row.baseline, c.key) for row in rows for c in row.cells if c.text.startswith(SAME_RUNS)}
+    assert same == {("random", "epochs"), ("random", "seconds"), ("jest", "epochs")}
     for row in rows:
         for cell in row.cells:
+            if (row.baseline, cell.key) in same:
+                assert cell.result is None and "(a) equal images back-propagated: one test" in cell.text
+                continue
             if cell.key == "saved":   # same seconds: nothing saved, a tie either way
                 assert cell.result.mean == pytest.approx(0) and cell.outcome == TIE
                 continue
@@ -164,8 +171,9 @@ def test_secondary_cells_are_holm_corrected_and_primaries_are_not(tmp_path):
             assert cell.outcome == (WIN if (row.baseline, cell.key) in primaries else TIE), (row.baseline, cell.key)
     claims = claim_rows(rows)
     assert [c.verdict for c in claims] == ["supported"] * 5
+    assert "same runs as another cell at epochs" in claims_markdown(claims)
     text = pairs_markdown(rows)
-    assert text.count("(primary)") == 5 and text.count("(Holm)") == 7
+    assert text.count("(primary)") == 5 and text.count("(Holm)") == 4
     assert holm_outcome(rows[0].cells[1].result, rejected=True) == WIN
 
 

@@ -23,7 +23,7 @@ Test accuracy is compared; validation accuracy only chooses rates. A rate whose 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from saln.report.history import History
 from saln.report.markdown import markdown_table
@@ -76,6 +76,7 @@ SPEED_NOTE = ("All-in seconds: training seconds (evaluation excluded; selection 
               "scoring), amortised over the runs that share it.")
 DID_NOT_TRAIN = "did not train"
 NOT_RESOLVED = "not resolved by these budgets"
+SAME_RUNS = "the same completed runs as"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +215,7 @@ class Cell:
     text: str
     result: Paired | None = None  # None: not measured (the text says why)
     outcome: str | None = None  # after the primary / Holm rule
+    runs: tuple | None = None  # (budget, rate) of each side's completed runs read
 
 
 def _no_rate(a: MethodRuns, b: MethodRuns, baseline: str) -> str | None:
@@ -260,11 +262,15 @@ def at_equal(a: MethodRuns, b: MethodRuns, baseline: str, key: str) -> Cell:
     if pair is None:
         return Cell(key, f"no pair of completed runs that trained has equal {NOUNS[key]} (within one step; "
                          "the share keep / B of train.budget_fractions gives one, when its runs train)")
-    ca, cb = pair
+    return _accuracy_cell(key, *pair, baseline)
+
+
+def _accuracy_cell(key: str, ca: Completed, cb: Completed, baseline: str) -> Cell:
     result = paired(ca.per_seed("test_acc", 100), cb.per_seed("test_acc", 100))
     if result is None:
         return Cell(key, "no seed in common")
-    return Cell(key, f"{result.format('pp')}; {ca.label(METHOD)} vs {cb.label(baseline)}", result)
+    return Cell(key, f"{result.format('pp')}; {ca.label(METHOD)} vs {cb.label(baseline)}", result,
+                runs=(ca.fraction, ca.lr, cb.fraction, cb.lr))
 
 
 def at_seconds(a: MethodRuns, b: MethodRuns, baseline: str) -> Cell:
@@ -278,11 +284,7 @@ def at_seconds(a: MethodRuns, b: MethodRuns, baseline: str) -> Cell:
         return Cell("seconds", f"{NOT_RESOLVED}: the closest completed runs, {ca.label(METHOD)} and "
                                f"{cb.label(baseline)}, are {seconds_gap(ca, cb):.0%} apart "
                                f"(at most {SECONDS_TOLERANCE:.0%} is read)")
-    ca, cb = pair
-    result = paired(ca.per_seed("test_acc", 100), cb.per_seed("test_acc", 100))
-    if result is None:
-        return Cell("seconds", "no seed in common")
-    return Cell("seconds", f"{result.format('pp')}; {ca.label(METHOD)} vs {cb.label(baseline)}", result)
+    return _accuracy_cell("seconds", *pair, baseline)
 
 
 def seconds_saved(a: MethodRuns, b: MethodRuns, baseline: str) -> Cell:
@@ -300,9 +302,19 @@ def seconds_saved(a: MethodRuns, b: MethodRuns, baseline: str) -> Cell:
 
 
 def measure(a: MethodRuns, b: MethodRuns, baseline: str) -> list[Cell]:
-    """Every measurement of SALN against ``baseline``, in MEASUREMENTS' order."""
-    return [at_equal(a, b, baseline, "images"), at_equal(a, b, baseline, "epochs"), at_seconds(a, b, baseline),
-            seconds_saved(a, b, baseline)]
+    """Every measurement of SALN against ``baseline``, in MEASUREMENTS' order. A secondary accuracy cell
+    that reads the same completed runs as an earlier cell is that cell's test, not another one: it
+    points there and is left out of Holm's family."""
+    cells = [at_equal(a, b, baseline, "images"), at_equal(a, b, baseline, "epochs"), at_seconds(a, b, baseline),
+             seconds_saved(a, b, baseline)]
+    primaries = {c.primary for c in CLAIMS if c.baseline == baseline}
+    names = dict(MEASUREMENTS)
+    for i, cell in enumerate(cells):
+        earlier = next((c for c in cells[:i] if cell.runs is not None and c.runs == cell.runs), None)
+        if earlier is not None and cell.key not in primaries:
+            cells[i] = Cell(cell.key, f"{SAME_RUNS} {names[earlier.key].split(':')[0]}: one test, read there",
+                            runs=cell.runs)
+    return cells
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,9 +359,9 @@ def _judge(rows: list[PairRow]) -> list[PairRow]:
     rejected = holm([rows[r].cells[i].result.p for r, i in secondary])
     for (r, i), rej in zip(secondary, rejected):
         cell = rows[r].cells[i]
-        rows[r].cells[i] = Cell(cell.key, cell.text, cell.result, holm_outcome(cell.result, rej))
+        rows[r].cells[i] = replace(cell, outcome=holm_outcome(cell.result, rej))
     for row in rows:
-        row.cells = [Cell(c.key, c.text, c.result, c.result.outcome) if c.result is not None and c.outcome is None
+        row.cells = [replace(c, outcome=c.result.outcome) if c.result is not None and c.outcome is None
                      and (row.baseline, c.key) in primaries else c for c in row.cells]
     return rows
 
@@ -385,12 +397,18 @@ def _primary_of(baseline: str, key: str) -> str:
     return "" if owner is None else f" (claim {owner.number}'s primary)"
 
 
+def _short(cell: Cell) -> str:
+    if cell.outcome:
+        return cell.outcome
+    return "same runs as another cell" if cell.text.startswith(SAME_RUNS) else "not measured"
+
+
 def claims_markdown(rows: list[ClaimRow]) -> str:
     names = dict(MEASUREMENTS)
     body = []
     for r in rows:
         primary = r.primary.text if r.primary else "not measured"
-        others = "; ".join(f"{c.outcome or 'not measured'} at {k}{_primary_of(r.spec.baseline, k)}"
+        others = "; ".join(f"{_short(c)} at {k}{_primary_of(r.spec.baseline, k)}"
                            for k, c in r.secondary)
         body.append([f"{r.spec.number}. {r.spec.text}", f"{METHOD} vs {r.spec.baseline}",
                      f"{names[r.spec.primary]}: {primary}", f"**{r.verdict}**", others or "—"])
