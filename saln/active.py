@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from saln.errors import SalnError
-from saln.config import number, require
+from saln.config import check_seed, number, require
 from saln.probe import PROBE_MAX_ITER, one_blas_thread, unit_rows
 from saln.selection.uncertainty import check_beta, information_density, mean_cosine_to_rest, predictive_entropy
 
@@ -55,7 +55,7 @@ def active_config(params: dict) -> ActiveConfig:
         rounds=number(block, "rounds", "active", lo=1, integer=True),
         k_neighbours=number(block, "k_neighbours", "active", lo=1, integer=True),
         strategies=tuple(strategies),
-        seed=number(block, "seed", "active", integer=True),
+        seed=check_seed(block, "seed", "active"),
     )
 
 

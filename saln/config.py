@@ -9,23 +9,27 @@ them up front).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
 
 from saln.errors import SalnError
 from saln.layout import WEIGHTS_DIR
 
 PARAMS_FILE = "params.yaml"
+SEED_LIMIT = 2 ** 32  # seeds are in [0, 2**32): what numpy's and scikit-learn's generators accept
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml read by YAML 1.2's rules, as DVC reads it (``-S``, ``dvc params diff``), so the two
+    never disagree about a value: ``1e-3`` is a number, ``yes`` a string."""
     path = Path(path)
     if not path.is_file():
         raise SalnError(f"{path} not found: run from the repository root")
     with path.open() as fh:
-        return yaml.safe_load(fh) or {}
+        return YAML(typ="safe", pure=True).load(fh) or {}
 
 
 def require(section: dict, key: str, where: str):
@@ -40,10 +44,25 @@ def number(section: dict, key: str, where: str, lo=None, hi=None, lo_open=False,
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise SalnError(f"{where}.{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise SalnError(f"{where}.{key} must be a finite number, got {value}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise SalnError(f"{where}.{key} must be {'>' if lo_open else '>='} {lo}, got {value}")
     if hi is not None and (value >= hi if hi_open else value > hi):
         raise SalnError(f"{where}.{key} must be {'<' if hi_open else '<='} {hi}, got {value}")
+    return value
+
+
+def check_seed(section: dict, key: str, where: str) -> int:
+    """A seed: an integer in [0, 2**32)."""
+    return number(section, key, where, lo=0, hi=SEED_LIMIT, hi_open=True, integer=True)
+
+
+def flag(section: dict, key: str, where: str) -> bool:
+    """A real boolean: ``"false"`` (a string) is refused, not read as true."""
+    value = require(section, key, where)
+    if not isinstance(value, bool):
+        raise SalnError(f"{where}.{key} must be true or false, got {value!r}")
     return value
 
 
@@ -86,7 +105,8 @@ def dataset_names(params: dict) -> list[str]:
 
 def seeds(params: dict) -> list[int]:
     values = require(require(params, "train", "params"), "seeds", "train")
-    return distinct_list(values, "train.seeds", is_int, "integers")
+    return distinct_list(values, "train.seeds", lambda v: is_int(v) and 0 <= v < SEED_LIMIT,
+                         "integers in [0, 2**32)")
 
 
 def method_lists(params: dict) -> dict[str, list[str]]:

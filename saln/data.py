@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from saln.config import number, require
+from saln.config import check_seed, number, require
 from saln.errors import SalnError
 from saln.layout import DOWNLOADS_DIR, SOURCES_DIR, SUBSET_DIR
 
@@ -94,7 +94,7 @@ def split_config(params: dict) -> SplitConfig:
     ref = number(data, "reference_fraction", "data", lo=0, hi=1, hi_open=True)
     if val + ref >= 1:
         raise SalnError("data.val_fraction + data.reference_fraction must leave training data (< 1)")
-    seed = number(data, "split_seed", "data", integer=True)
+    seed = check_seed(data, "split_seed", "data")
     return SplitConfig(val_fraction=val, test_fraction=test, reference_fraction=ref, seed=seed)
 
 

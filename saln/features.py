@@ -18,7 +18,7 @@ from tqdm import tqdm
 from saln.augment import AugmentSpec
 from saln.transforms import test_pipeline
 from saln.backbones import ARCHS, build_model, normalisation
-from saln.config import check_weights, number, require
+from saln.config import check_seed, check_weights, number, require
 from saln.device import autocast, check_device, memory_format, pick_device
 from saln.errors import SalnError
 from saln.probe import linear_probe_accuracy
@@ -41,7 +41,7 @@ def feature_config(params: dict) -> FeatureConfig:
     return FeatureConfig(backbone=backbone,
                          weights=check_weights(require(f, "weights", "features"), "features.weights"),
                          batch_size=number(f, "batch_size", "features", lo=1, integer=True),
-                         seed=number(f, "seed", "features", integer=True),
+                         seed=check_seed(f, "seed", "features"),
                          device=check_device(require(params.get("train", {}), "device", "train"),
                                              "train.device"))
 

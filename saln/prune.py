@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saln.config import number, require
+from saln.config import check_seed, number, require
 from saln.errors import SalnError
 from saln.probe import linear_probe_accuracy, one_blas_thread, unit_rows
 
@@ -50,7 +50,7 @@ def prune_config(params: dict) -> PruneConfig:
         keep_fraction=check_fraction(require(block, "keep_fraction", "prune"), "prune.keep_fraction"),
         auto_threshold=number(block, "auto_threshold", "prune", lo=0, hi=1),
         curve_fractions=tuple(check_fraction(f, "each of prune.curve_fractions") for f in fractions),
-        seed=number(block, "seed", "prune", integer=True),
+        seed=check_seed(block, "seed", "prune"),
     )
 
 

@@ -23,7 +23,7 @@ from saln.augment import AugmentSpec
 from saln.transforms import test_pipeline
 from saln.backbones import build_model, forward_with_embeddings, normalisation
 from saln.checkpoint import SAVE_EVERY_S
-from saln.config import number, require
+from saln.config import check_seed, number, require
 from saln.data import Prepared
 from saln.device import autocast, memory_format, pick_device
 from saln.errors import SalnError
@@ -48,7 +48,7 @@ def reference_config(params: dict) -> ReferenceConfig:
     return ReferenceConfig(epochs=number(r, "epochs", "reference", lo=1, integer=True),
                            batch_size=number(r, "batch_size", "reference", lo=2, integer=True),
                            lr=number(r, "lr", "reference", lo=0, lo_open=True),
-                           seed=number(r, "seed", "reference", integer=True))
+                           seed=check_seed(r, "seed", "reference"))
 
 
 # The train.* keys the reference model shares with the learners (its params in dvc.yaml).

@@ -35,7 +35,7 @@ from saln.backbones import (ARCHS, build_model, classifier, classifier_key, forw
                             normalisation)
 from saln import checkpoint as ckpt
 from saln import distributed
-from saln.config import batch_numbers, check_weights, number, require
+from saln.config import batch_numbers, check_weights, flag, number, require
 from saln.data import Prepared
 from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memory_format, pick_device,
                          provenance)
@@ -111,15 +111,15 @@ def train_config(params: dict, lr: float | None = None) -> TrainConfig:
         eval_batch_size=number(t, "eval_batch_size", "train", lo=1, integer=True),
         log_batches=batch_numbers(require(t, "log_batches", "train"), "train.log_batches"),
         device=check_device(require(t, "device", "train"), "train.device"),
-        bf16=bool(require(t, "bf16", "train")),
-        channels_last=bool(require(t, "channels_last", "train")),
-        compile=bool(require(t, "compile", "train")),
+        bf16=flag(t, "bf16", "train"),
+        channels_last=flag(t, "channels_last", "train"),
+        compile=flag(t, "compile", "train"),
         arch=arch,
         weights=check_weights(require(model, "weights", "model"), "model.weights"),
         world_size=number(t, "world_size", "train", lo=1, integer=True),
         eval_subset=number(t, "eval_subset", "train", lo=0, integer=True),
         bn_recalibrate=number(t, "bn_recalibrate", "train", lo=0, integer=True),
-        save_model=bool(require(t, "save_model", "train")),
+        save_model=flag(t, "save_model", "train"),
         budget=budget, schedule=schedule, warmup=warmup,
     )
     # BatchNorm in train mode cannot normalise a single image, so a selector must keep >= 2.

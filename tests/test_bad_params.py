@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from saln.config import load_params
 from saln.data import SplitConfig, make_splits, split_sizes
 from saln.errors import SalnError
 from saln.validate import KNOWN_COUNTS, validate_all
@@ -49,7 +50,7 @@ def edited(params: dict, key: str, value) -> dict:
     return params
 
 
-NEGATIVE_BETA = "uncertainty.beta must be a number >= 0, got -1"
+NEGATIVE_BETA = "uncertainty.beta must be a finite number >= 0, got -1"
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -64,7 +65,7 @@ NEGATIVE_BETA = "uncertainty.beta must be a number >= 0, got -1"
     ({"active.seed_size": 1150}, "active.seed_size=1150 is larger than the pool of 1149 training examples "
                                  "of dataset digits"),
     # Scalars where dvc.yaml's matrices need lists (DVC's own error names no key).
-    ({"train.seeds": 0}, "train.seeds must be a non-empty list of integers, got 0"),
+    ({"train.seeds": 0}, "train.seeds must be a non-empty list of integers in [0, 2**32), got 0"),
     ({"data.names": "digits"}, "data.names must be a non-empty list of keys of data.sources, got 'digits'"),
     ({"train.methods.baselines": "standard"}, "train.methods.baselines must be a list of methods (dvc.yaml "
                                               "runs a stage per item), got 'standard': write [standard]"),
@@ -82,6 +83,45 @@ def test_validate_refuses_in_one_line(repo_params, changes, expected):
     with pytest.raises(SalnError) as err:
         validate_all(params)
     assert str(err.value) == expected and "\n" not in expected
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    # Non-finite numbers pass no comparison, so each is refused as such, wherever it is read.
+    ("train.filter_ratio", NAN, "train.filter_ratio must be a finite number, got nan"),
+    ("train.momentum", NAN, "train.momentum must be a finite number, got nan"),
+    ("train.weight_decay", INF, "train.weight_decay must be a finite number, got inf"),
+    ("train.lrs", [NAN], "train.lrs.0 must be a finite number, got nan"),
+    ("augment.hflip", NAN, "augment.hflip must be a finite number, got nan"),
+    ("uncertainty.beta", INF, "uncertainty.beta must be a finite number >= 0, got inf"),
+    ("reference.lr", NAN, "reference.lr must be a finite number, got nan"),
+    ("data.val_fraction", NAN, "data.val_fraction must be a finite number, got nan"),
+    ("prune.auto_threshold", INF, "prune.auto_threshold must be a finite number, got inf"),
+    # Seeds are integers in [0, 2**32), what numpy's and scikit-learn's generators take.
+    ("train.seeds", [-1], "train.seeds must be a non-empty list of integers in [0, 2**32), got [-1]"),
+    ("data.split_seed", -1, "data.split_seed must be >= 0, got -1"),
+    ("reference.seed", 2 ** 32, "reference.seed must be < 4294967296, got 4294967296"),
+    ("prune.seed", -1, "prune.seed must be >= 0, got -1"),
+    ("active.seed", -1, "active.seed must be >= 0, got -1"),
+    ("features.seed", 1.5, "features.seed must be an integer, got 1.5"),
+    # A quoted "false" is a string, not false: refused, not read as true.
+    ("train.save_model", "false", "train.save_model must be true or false, got 'false'"),
+    ("train.bf16", 1, "train.bf16 must be true or false, got 1"),
+])
+def test_non_finite_numbers_seeds_out_of_range_and_non_booleans_get_one_line(repo_params, key, value, expected):
+    with pytest.raises(SalnError) as err:
+        validate_all(edited(repo_params, key, value))
+    assert str(err.value) == expected
+
+
+def test_params_are_read_by_yaml_1_2_as_dvc_reads_them(tmp_path):
+    """`1e-3` is a number and `yes` a string to DVC (YAML 1.2); PyYAML's 1.1 rules disagree on both."""
+    (tmp_path / "params.yaml").write_text("train:\n  lrs: [1e-3]\n  bf16: yes\n  save_model: .nan\n")
+    train = load_params(tmp_path / "params.yaml")["train"]
+    assert train["lrs"] == [0.001] and train["bf16"] == "yes" and train["save_model"] != train["save_model"]
+    assert yaml.safe_load("lrs: [1e-3]")["lrs"] == ["1e-3"]   # what the 1.1 reader would have made of it
 
 
 def test_stage_validate_prints_the_one_line_and_writes_nothing(repo_params, tmp_path):

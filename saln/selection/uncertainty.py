@@ -11,6 +11,8 @@ Both keep the top scores; equal scores go to the lower position (stable sort), a
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -28,8 +30,8 @@ def uncertainty_options(params: dict) -> dict:
 
 
 def check_beta(beta) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
-        raise SalnError(f"uncertainty.beta must be a number >= 0, got {beta!r}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
+        raise SalnError(f"uncertainty.beta must be a finite number >= 0, got {beta!r}")
     return float(beta)
 
 
