@@ -69,7 +69,7 @@ def test_negative_beta_is_one_line_error(params):
     with pytest.raises(SalnError, match="uncertainty.beta"):
         build("infodensity", beta=-0.5)
     params["uncertainty"] = {"beta": -1}
-    with pytest.raises(SalnError, match="uncertainty.beta must be a number >= 0"):
+    with pytest.raises(SalnError, match="uncertainty.beta must be a finite number >= 0"):
         uncertainty_options(params)
     params["uncertainty"] = {"beta": 2}
     assert uncertainty_options(params) == {"beta": 2}
