@@ -1,13 +1,14 @@
 """One dataset's results in one metrics file, and its validation curves overlaid per method.
 
-The summary (stage summary, ``results/summary/<dataset>.json``) holds, per method and learning
-rate, the mean, sample std and number of seeds of a few final metrics, and per method a ``best``
-block: the same numbers at the rate stage best_lr picked. Its keys stay the same from run to run,
-so ``dvc metrics diff`` compares methods across commits::
+The summary (stage summary, ``results/summary/<dataset>.json``) holds, per method, learning rate
+and budget fraction (``train.budget_fractions``), the mean, sample std and number of seeds of a few
+final metrics, and per method a ``best`` block: the same numbers at the full budget and the rate
+stage best_lr picked. Its keys are the run folders' names and stay the same from run to run, so
+``dvc metrics diff`` compares methods across commits::
 
     {"standard": {"best_lr": 0.01, "one_off_seconds": 0.0,
                   "best": {"test_acc": {"mean": .., "std": .., "n": 3}, ...},
-                  "lr0.003": {...}, "lr0.01": {...}, "lr0.03": "diverged"}, ...}
+                  "lr0.01": {...}, "lr0.01-f0.1875": {...}, "lr0.03": "diverged", ...}, ...}
 
 A rate is "diverged" when any seed diverged there (as stage best_lr counts it); its numbers are
 left out. The std of a single seed is 0 (n says how many seeds there were).
@@ -32,7 +33,7 @@ import numpy as np
 
 from saln.costs import OneOff, cost_breakdown, one_off_of, sharing_runs
 from saln.errors import SalnError
-from saln.layout import rate_dir, run_dir
+from saln.layout import rate_dir, rate_name, run_dir
 from saln.rates import rate_diverged, read_outcome
 from saln.report.history import History, read_history
 
@@ -44,9 +45,10 @@ PLOT_FOLDERS = {"images_backprop": "val_acc_by_images", "train_seconds": "val_ac
 TEMPLATE_NAME = "by_method"  # .dvc/plots/by_method.json holds PLOT_TEMPLATE
 
 
-def rate_key(lr: float) -> str:
-    """A rate's key in the summary, spelled like its run folder (``lr0.01``)."""
-    return f"lr{lr:g}"
+def rate_key(lr: float, fraction: float = 1.0) -> str:
+    """A (rate, budget fraction)'s key in the summary, spelled like its run folder (``lr0.01``,
+    ``lr0.01-f0.1875``)."""
+    return rate_name(lr, fraction)
 
 
 def moments(values: list[float]) -> dict:
@@ -57,11 +59,12 @@ def moments(values: list[float]) -> dict:
     return {"mean": mean, "std": std, "n": n}
 
 
-def read_rate(root: Path, dataset: str, method: str, seeds: list[int], lr: float) -> list[dict] | None:
-    """Every seed's final metrics at ``lr``, or None when a seed diverged there."""
+def read_rate(root: Path, dataset: str, method: str, seeds: list[int], lr: float,
+              fraction: float = 1.0) -> list[dict] | None:
+    """Every seed's final metrics at ``lr`` and budget ``fraction``, or None when a seed diverged there."""
     outcomes = []
     for seed in seeds:
-        folder = rate_dir(run_dir(root, dataset, method, seed), lr)
+        folder = rate_dir(run_dir(root, dataset, method, seed), lr, fraction)
         outcome = read_outcome(folder)
         if outcome is None:
             raise SalnError(f"{folder} has neither metrics.json nor diverged.json: run the train stages first")
@@ -91,16 +94,18 @@ def best_rates(best: dict, dataset: str, methods: list[str], lrs: list[float]) -
 
 def summarise(dataset: str, methods: list[str], seeds: list[int], lrs: list[float], best: dict,
               root: Path, one_off: OneOff, fractions: list[float]) -> dict:
-    """The summary of one dataset's full-budget runs (layout: see the module docstring); ``fractions``
-    (train.budget_fractions) only counts the runs that share each one-off cost."""
+    """The summary of one dataset (layout: see the module docstring): every (rate, budget fraction) of
+    ``train.lrs`` x ``train.budget_fractions``; ``best`` is the full budget at stage best_lr's rate."""
     picks = best_rates(best, dataset, methods, lrs)
     sharing = sharing_runs(methods, seeds, lrs, fractions)
     summary = {}
     for method in methods:
         rates = {}
         for lr in sorted(lrs):
-            outcomes = read_rate(root, dataset, method, seeds, lr)
-            rates[rate_key(lr)] = DIVERGED if outcomes is None else rate_summary(outcomes, method, one_off, sharing)
+            for fraction in sorted(fractions, reverse=True):  # the full budget's key first
+                outcomes = read_rate(root, dataset, method, seeds, lr, fraction)
+                rates[rate_key(lr, fraction)] = (DIVERGED if outcomes is None
+                                                 else rate_summary(outcomes, method, one_off, sharing))
         at_best = rates[rate_key(picks[method])]
         if at_best == DIVERGED:  # best_lr never picks a diverged rate: its file predates these runs
             raise SalnError(f"best.json picks {picks[method]} for {method}, which diverged: rerun stage best_lr")

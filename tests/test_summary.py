@@ -224,6 +224,39 @@ def test_a_diverged_rate_has_no_numbers(tree):
 def test_rate_keys_are_the_run_folder_names():
     for lr in (0.01, 0.003, 1e-05, 0.1):
         assert rate_key(lr) == rate_dir("run", lr).name
+        assert rate_key(lr, 0.1875) == rate_dir("run", lr, 0.1875).name == f"lr{lr:g}-f0.1875"
+
+
+def test_each_budget_fraction_has_its_own_key_and_the_best_block_is_the_full_budget(tree):
+    """A budget fraction's runs (lr<rate>-f<share>/) get their own key; one-off costs are shared by them too."""
+    for (method, lr, seed) in FINAL:
+        full = rate_dir(run_dir(tree["train"], DATASET, method, seed), lr)
+        part = rate_dir(run_dir(tree["train"], DATASET, method, seed), lr, 0.5)
+        shutil.copytree(full, part)
+        metrics = json.loads((part / "metrics.json").read_text())
+        (part / "metrics.json").write_text(json.dumps({**metrics, "images_backprop": metrics["images_backprop"] // 2}))
+    method, lr, seed = DIVERGED_RUN
+    record_divergence(rate_dir(run_dir(tree["train"], DATASET, method, seed), lr, 0.5), lr, "loss is nan")
+    best = json.loads(tree["best_lr"].read_text())
+    one_off = read_one_offs(tree["probe"], tree["reference"])
+    summary = summarise(DATASET, METHODS, SEEDS, LRS, best, tree["train"], one_off, [0.5, 1.0])
+    plain = summarise(DATASET, METHODS, SEEDS, LRS, best, tree["train"], one_off, [1.0])
+    for m in METHODS:
+        for lr in LRS:
+            half, whole = summary[m][rate_key(lr, 0.5)], summary[m][rate_key(lr)]
+            if whole == DIVERGED:
+                assert half == DIVERGED
+                continue
+            assert half["images_backprop"]["mean"] == pytest.approx(whole["images_backprop"]["mean"] // 2, abs=1)
+        assert summary[m]["best"]["test_acc"] == plain[m]["best"]["test_acc"]
+    # saln's one-off features are shared by twice the runs: half the amortised seconds per run
+    saln = next(lr for lr in LRS if summary["saln"][rate_key(lr)] != DIVERGED)
+    extra = {k: s["saln"][rate_key(saln)]["all_in_amortised"]["mean"] - s["saln"][rate_key(saln)]["train_seconds"]["mean"]
+             for k, s in (("two", summary), ("one", plain))}
+    assert extra["two"] == pytest.approx(extra["one"] / 2)
+    shutil.rmtree(rate_dir(run_dir(tree["train"], DATASET, "standard", 1), 0.01, 0.5))
+    with pytest.raises(SalnError, match=r"standard/seed1/lr0\.01-f0\.5"):
+        summarise(DATASET, METHODS, SEEDS, LRS, best, tree["train"], one_off, [0.5, 1.0])
 
 
 def test_a_missing_run_stops_with_its_folder(tree):
