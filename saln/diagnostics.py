@@ -20,7 +20,6 @@ The metric functions are pure functions of numpy arrays; ``diagnose`` puts them 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,13 +346,3 @@ def _atlas(methods: list[str], selections: Selections, data: Data) -> dict | Non
         out["batches"].append({"batch": number, "xy": np.round(xy, 6).tolist(),
                                "labels": data.labels[base.indices].tolist(), "kept": kept})
     return out
-
-
-def write_json(path: str | Path, payload: dict) -> Path:
-    """Strict JSON (a NaN is refused), replaced atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 from saln.config import number, require
 from saln.errors import SalnError
+from saln.files import write_json
 from saln.layout import DIVERGED_FILE, METRICS_FILE, TRAIN_ROOT, rate_dir, run_dir
 
 RULE = "highest mean final validation accuracy over seeds; a diverged rate is never picked"
@@ -48,8 +50,13 @@ def rate_diverged(outcomes: list[dict | None]) -> bool:
 
 
 def record_divergence(directory: Path, lr: float, reason: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / DIVERGED_FILE).write_text(json.dumps({"lr": lr, "reason": reason}, indent=2) + "\n")
+    """diverged.json alone in the rate's folder: the curves and metrics of the run that blew up are
+    removed, so nothing the report or ``dvc metrics show`` reads is left of it."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for leftover in directory.iterdir():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    write_json(directory / DIVERGED_FILE, {"lr": lr, "reason": reason})
 
 
 def choose_best(dataset: str, methods: list[str], seeds: list[int], lrs: list[float],

@@ -16,7 +16,6 @@ saln/distributed.py and docs/distributed.md); W = 1 is the single-process ``Trai
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -41,6 +40,7 @@ from saln.device import (IntervalClock, Stopwatch, autocast, check_device, memor
                          provenance)
 from saln.distributed import Group
 from saln.errors import SalnError
+from saln.files import write_json
 from saln.rates import learning_rates
 from saln.schedule import Budget, rate_factor, run_budget, schedule_settings
 from saln.evaluation import (EvalPlan, budget_grid, fixed_subset, recalibrated_batchnorm,
@@ -774,13 +774,6 @@ def final_metrics(counts: Counters, clocks: dict, trainer: Trainer, cfg: TrainCo
         **{k: v for k, v in last.items() if k.endswith(UNRECALIBRATED)},
         "provenance": provenance(device),
     }
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Strict JSON (a NaN is refused, not written as a bare token), replaced atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
 
 
 def _device_table(table: np.ndarray | None, needed: bool, what: str, device: torch.device):

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from saln.config import load_params, seeds
-from saln.diagnostics import NOT_RUN, Data, diagnose, load_selections, spectral_methods, write_json
+from saln.diagnostics import NOT_RUN, Data, diagnose, load_selections, spectral_methods
+from saln.files import write_json
 from saln.errors import SalnError, one_line_errors
 from saln.selection.all import method_names
 

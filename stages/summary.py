@@ -10,6 +10,7 @@ from pathlib import Path
 from saln.config import listed_methods, load_params, seeds
 from saln.costs import read_one_offs
 from saln.errors import SalnError, one_line_errors
+from saln.files import write_json
 from saln.rates import learning_rates
 from saln.schedule import budget_fractions
 from saln.summary import method_curves, summarise, write_curves
@@ -30,9 +31,7 @@ def main() -> None:
               for m in methods}
     # everything is computed before anything is written: a failed stage leaves no fresh-looking output
     write_curves(Path(args.plots), args.dataset, curves)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    write_json(args.out, summary)
     picks = ", ".join(f"{m} {summary[m]['best']['test_acc']['mean']:.3f} at lr {summary[m]['best_lr']:g}"
                       for m in methods)
     print(f"{args.dataset}: mean test accuracy at each method's best rate: {picks}")

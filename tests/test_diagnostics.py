@@ -13,7 +13,8 @@ import torch
 from saln.diagnostics import (NOT_RUN, PER_BATCH, SUBSET, WHOLE_BATCH, Data, batch_graph, chance_jaccard,
                               class_balance, degree_ranks, diagnose, eigengap_ratio, jaccard, label_entropy,
                               load_selections, loss_percentile, mean_of_kept, participation_ratio, pca_2d,
-                              spectral_methods, summary, within_batch_percentiles, write_json)
+                              spectral_methods, summary, within_batch_percentiles)
+from saln.files import write_json
 from saln.report.beyond_section import Dirs
 from saln.report.diagnostics_section import diagnostics_section
 from saln.selection import SelectionBatch, build

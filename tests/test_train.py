@@ -261,6 +261,7 @@ def test_stage_trains_every_rate_and_records_a_diverged_one(tmp_path, monkeypatc
     diverged = json.loads((out / "lr1000" / "diverged.json").read_text())
     assert diverged["lr"] == 1000.0 and "learning rate 1000.0" in diverged["reason"]
     assert not (out / "lr1000" / "metrics.json").exists() and not (models / "lr1000").exists()
+    assert [p.name for p in (out / "lr1000").iterdir()] == ["diverged.json"]  # no curves of the blown-up run
     metrics = json.loads((out / "lr0.03" / "metrics.json").read_text())
     assert metrics["lr"] == LR and (out / "lr0.03" / "dvclive").is_dir()
     assert sorted(p.name for p in (out / "lr0.03").iterdir()) == ["dvclive", "metrics.json"]  # no weights
