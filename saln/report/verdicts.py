@@ -68,16 +68,19 @@ def evidence(dataset: str, methods: list[str], seeds: list[int], lrs: list[float
         offset = cost_breakdown({"train_seconds": 0.0, "selection_seconds": 0.0}, method, one_off,
                                 sharing)["all_in_amortised"]
         run_dirs = [run_dir(roots.train, dataset, method, s) for s in seeds]
-
-        def rate_runs(rates: dict, fraction: float) -> dict[float, RateRuns]:
-            return {lr: RateRuns(runs, {s: read_history(r["dir"]) for s, r in runs.items()},
-                                 not rate_diverged([read_outcome(rate_dir(d, lr, fraction)) for d in run_dirs])
-                                 and all(chance.trained(r) for r in runs.values())) for lr, runs in rates.items()}
         groups[method] = MethodRuns(
-            rate_runs(by_fraction[FULL][method], FULL), best.get(method), offset,
-            {f: rate_runs(by_fraction[f].get(method, {}), f) for f in fractions if f != FULL})
+            _rate_runs(by_fraction[FULL][method], FULL, run_dirs, chance), best.get(method), offset,
+            {f: _rate_runs(by_fraction[f].get(method, {}), f, run_dirs, chance) for f in fractions if f != FULL})
     pairs = pair_rows(groups)
     return Evidence(dataset, groups, chance, one_off, sharing, pairs, claim_rows(pairs))
+
+
+def _rate_runs(rates: dict, fraction: float, run_dirs: list[Path], chance: Chance) -> dict[float, RateRuns]:
+    """One method's finished runs at one budget fraction, per rate; a rate trained when no seed diverged
+    there and every run beat chance."""
+    return {lr: RateRuns(runs, {s: read_history(r["dir"]) for s, r in runs.items()},
+                         not rate_diverged([read_outcome(rate_dir(d, lr, fraction)) for d in run_dirs])
+                         and all(chance.trained(r) for r in runs.values())) for lr, runs in rates.items()}
 
 
 def _budget_name(fraction: float) -> str:
